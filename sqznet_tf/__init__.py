@@ -1,0 +1,41 @@
+"""sqznet_tf: SqueezeNet and AlexNet for TensorFlow/Keras (Keras 2), with cost analysis.
+
+Public names are loaded on first use, so `import sqznet_tf.models.configs` (pure Python) does
+not import TensorFlow.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "get_model": "sqznet_tf.models",
+    "build": "sqznet_tf.models",
+    "list_models": "sqznet_tf.models.configs",
+    "get_config": "sqznet_tf.models.configs",
+    "SqueezeNetConfig": "sqznet_tf.models.configs",
+    "AlexNetConfig": "sqznet_tf.models.configs",
+    "fire_channels": "sqznet_tf.models.configs",
+    "squeezenet": "sqznet_tf.models",
+    "alexnet": "sqznet_tf.models",
+    "SqueezeNetV1_0": "sqznet_tf.models",
+    "SqueezeNetV1_0Caffe": "sqznet_tf.models",
+    "SqueezeNetV1_1": "sqznet_tf.models",
+    "AlexNet": "sqznet_tf.models",
+    "analyze_model": "sqznet_tf.analysis",
+    "analyze": "sqznet_tf.analysis",
+    "SqznetError": "sqznet_tf.errors",
+}
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  raise AttributeError(f"module 'sqznet_tf' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(list(globals()) + list(_LAZY))
+
+
+__all__ = sorted(_LAZY)

@@ -1,0 +1,77 @@
+"""Layers that Keras lacks and the published networks need.
+
+- `CeilMaxPool2D`: Caffe (and torchvision with ceil_mode=True) round a pool's output size up;
+  Keras "valid" pooling rounds down, "same" pads on both sides and shifts the windows. Padding
+  the bottom and right edges with -inf and pooling "valid" reproduces Caffe exactly.
+- `LRN`: Caffe's across-channel local response normalisation (AlexNet).
+"""
+
+from sqznet_tf._keras import keras, tf
+
+
+def ceil_pool_padding(size, pool_size: int, strides: int):
+  """Rows (or columns) to add at the end so that a valid pool gives ceil((size-k)/s)+1 outputs.
+
+  Works on Python ints and on scalar tensors.
+  """
+  return (strides - (size - pool_size) % strides) % strides
+
+
+class CeilMaxPool2D(keras.layers.Layer):
+  """Max pooling without padding whose output size is rounded up, as in Caffe.
+
+  Output side = ceil((input - pool_size) / strides) + 1. The last window may hang over the
+  bottom/right edge; the missing values count as -inf, so it takes the max of what is there.
+  """
+
+  def __init__(self, pool_size: int = 3, strides: int = 2, **kwargs):
+    super().__init__(**kwargs)
+    self.pool_size = int(pool_size)
+    self.strides = int(strides)
+
+  def call(self, inputs):
+    static = inputs.shape
+    if static[1] is not None and static[2] is not None:
+      pad_h = ceil_pool_padding(static[1], self.pool_size, self.strides)
+      pad_w = ceil_pool_padding(static[2], self.pool_size, self.strides)
+    else:
+      dyn = tf.shape(inputs)
+      pad_h = ceil_pool_padding(dyn[1], self.pool_size, self.strides)
+      pad_w = ceil_pool_padding(dyn[2], self.pool_size, self.strides)
+    x = tf.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]],
+               constant_values=tf.constant(float("-inf"), inputs.dtype))
+    return tf.nn.max_pool2d(x, self.pool_size, self.strides, "VALID")
+
+  def compute_output_shape(self, input_shape):
+    def side(n):
+      return None if n is None else -(-(n - self.pool_size) // self.strides) + 1
+    return tf.TensorShape([input_shape[0], side(input_shape[1]), side(input_shape[2]), input_shape[3]])
+
+  def get_config(self):
+    cfg = super().get_config()
+    cfg.update(pool_size=self.pool_size, strides=self.strides)
+    return cfg
+
+
+class LRN(keras.layers.Layer):
+  """Caffe's ACROSS_CHANNELS local response normalisation.
+
+  y = x / (k + alpha / size * sum_{window of `size` channels} x^2) ^ beta. Caffe divides alpha
+  by the window size; `tf.nn.local_response_normalization` does not, so it gets alpha / size.
+  """
+
+  def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, **kwargs):
+    super().__init__(**kwargs)
+    self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
+
+  def call(self, inputs):
+    return tf.nn.local_response_normalization(inputs, depth_radius=self.size // 2, bias=self.k,
+                                              alpha=self.alpha / self.size, beta=self.beta)
+
+  def get_config(self):
+    cfg = super().get_config()
+    cfg.update(size=self.size, alpha=self.alpha, beta=self.beta, k=self.k)
+    return cfg
+
+
+CUSTOM_OBJECTS = {"CeilMaxPool2D": CeilMaxPool2D, "LRN": LRN}
