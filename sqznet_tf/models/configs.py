@@ -349,8 +349,8 @@ def replace_config(config: ModelConfig, **overrides) -> ModelConfig:
   fields = config_fields(config)
   unknown = [k for k in overrides if k not in fields]
   if unknown:
-    raise SqznetError(f"{unknown[0]!r} is not a metaparameter of {config.name} "
-                      f"({config.family}); accepted: {', '.join(fields)}")
+    raise SqznetError(f"{unknown[0]!r} is not a metaparameter of {config.name} ({config.family} "
+                      f"config); accepted: {', '.join(f for f in fields if f != 'name')}")
   return dataclasses.replace(config, **overrides)
 
 

@@ -1,0 +1,37 @@
+"""sqznet_tf: SqueezeNet and AlexNet for TensorFlow/Keras 2, with a model-compression toolkit."""
+
+from setuptools import find_packages, setup
+
+# Console scripts: every binary in tools/ (installed as the package sqznet_tf.tools).
+BINARIES = ["analyze"]
+
+setup(
+    name="sqznet_tf",
+    version="0.1.0",
+    description="SqueezeNet (Fire modules, design space, bypass) and AlexNet for TensorFlow/Keras 2, "
+                "with per-layer cost analysis and model compression",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["sqznet_tf", "sqznet_tf.*"]) + ["sqznet_tf.tools"],
+    package_dir={"sqznet_tf.tools": "tools"},
+    # Ranges that work together; constraints.txt pins the exact set CI installs. See BUILD_NOTES.md.
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "tf-keras>=2.21,<2.22",  # Keras 2: tfmot rejects Keras 3 models
+        "tensorflow-model-optimization>=0.8.1,<0.9",
+        "keras-tuner>=1.4.8,<1.5",
+        "tensorboard>=2.21,<2.22",
+        "absl-py>=1.2,<2",  # tfmot 0.8.1 requires absl-py ~= 1.2
+        "numpy>=1.26,<3",
+        "pillow>=10",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+        "export": ["tensorflow-serving-api>=2.21,<2.22", "tf2onnx", "onnxruntime", "ai-edge-litert"],
+        "bayes": ["scikit-learn", "scipy"],
+        "dev": ["pytest>=8", "pylint", "yapf"],
+    },
+    entry_points={"console_scripts": [f"sqznet-{b}=sqznet_tf.tools.{b}:run" for b in BINARIES]},
+)

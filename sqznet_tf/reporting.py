@@ -1,0 +1,72 @@
+"""Tables (plain text and markdown) and JSON shared by the tools and benchmarks."""
+
+import json
+import sys
+from typing import Any, Dict, List, Sequence
+
+FORMATS = ("table", "json", "markdown")
+
+
+def human(n: float, unit: str = "") -> str:
+  """1234567 -> '1.23 M'."""
+  for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    if abs(n) >= factor:
+      return f"{n / factor:.2f} {prefix}{unit}"
+  return f"{n:g} {unit}".rstrip()
+
+
+def human_bytes(n: float) -> str:
+  """Bytes with binary prefixes: 4993696 -> '4.76 MiB'."""
+  for factor, prefix in ((2 ** 30, "GiB"), (2 ** 20, "MiB"), (2 ** 10, "KiB")):
+    if abs(n) >= factor:
+      return f"{n / factor:.2f} {prefix}"
+  return f"{int(n)} B"
+
+
+def _cell(v: Any) -> str:
+  if isinstance(v, float):
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+  if isinstance(v, int):
+    return f"{v:,}"
+  if isinstance(v, (list, tuple)):
+    return "x".join("?" if d is None else str(d) for d in v)
+  return str(v)
+
+
+def table(rows: Sequence[Dict[str, Any]], columns: Sequence[str], markdown: bool = False) -> str:
+  """Renders dict rows as an aligned text table (numbers right-aligned) or a markdown table."""
+  cells = [[_cell(r.get(c, "")) for c in columns] for r in rows]
+  if markdown:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+  widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+  numeric = [all(isinstance(r.get(c), (int, float)) for r in rows if r.get(c, "") != "") for c in columns]
+  def fmt(vals):
+    return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(vals, widths, numeric)).rstrip()
+  lines = [fmt(columns), fmt(["-" * w for w in widths])] + [fmt(row) for row in cells]
+  return "\n".join(lines)
+
+
+def print_json(obj: Any, stream=None) -> None:
+  """Prints `obj` as one line of JSON (the last line of stdout, by the tools' convention)."""
+  stream = stream or sys.stdout
+  stream.write(json.dumps(obj, sort_keys=False) + "\n")
+  stream.flush()
+
+
+def progress(msg: str) -> None:
+  """Progress lines go to stderr so stdout stays parseable."""
+  sys.stderr.write(msg + "\n")
+  sys.stderr.flush()
+
+
+def heading(text: str, markdown: bool = False) -> str:
+  return f"### {text}" if markdown else f"{text}\n{'=' * len(text)}"
+
+
+def kv_lines(pairs: List[tuple], markdown: bool = False) -> str:
+  if markdown:
+    return "\n".join(f"- **{k}**: {v}" for k, v in pairs)
+  width = max(len(k) for k, _ in pairs)
+  return "\n".join(f"{k.ljust(width)}  {v}" for k, v in pairs)
