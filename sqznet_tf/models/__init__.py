@@ -46,8 +46,8 @@ def split_kwargs(kwargs):
   return builder_args, overrides
 
 
-def get_model(name: str, **kwargs):
-  """Builds the registered model `name`.
+def get_model(model_name: str, /, **kwargs):
+  """Builds the registered model `model_name`.
 
   Keyword arguments are either builder arguments (Keras-applications style: include_top,
   weights, input_tensor, input_shape, pooling, classes, classifier_activation, name) or
@@ -57,7 +57,7 @@ def get_model(name: str, **kwargs):
     model = get_model("squeezenet_v1_0", squeeze_ratio=0.75, classes=10, input_shape=(64, 64, 3))
   """
   builder_args, overrides = split_kwargs(kwargs)
-  return build(get_config(name, **overrides), **builder_args)
+  return build(get_config(model_name, **overrides), **builder_args)
 
 
 __all__ = ["AlexNetConfig", "BUILDER_ARGS", "FireChannels", "SqueezeNetConfig", "build",

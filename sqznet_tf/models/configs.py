@@ -251,7 +251,7 @@ def squeezenet_feature_sizes(config: SqueezeNetConfig, input_size: int) -> Dict[
     if n != "conv1":
       sizes[n] = s
     if n in config.pool_after:
-      s = pool_out_ceil(s) if s >= 3 else 0
+      s = max(0, pool_out_ceil(s))
       sizes["pool" + n.replace("conv", "").replace("fire", "")] = s
   sizes["conv10"] = s + 2 * config.conv10_padding
   return sizes
@@ -262,13 +262,13 @@ def alexnet_feature_sizes(config: AlexNetConfig, input_size: int) -> Dict[str, i
   sizes = {}
   s = conv_out(input_size, 11, 4, config.conv1_padding)
   sizes["conv1"] = s
-  s = pool_out_ceil(s) if s >= 3 else 0
+  s = max(0, pool_out_ceil(s))
   sizes["pool1"] = s
   sizes["conv2"] = s
-  s = pool_out_ceil(s) if s >= 3 else 0
+  s = max(0, pool_out_ceil(s))
   sizes["pool2"] = s
   sizes["conv3"] = sizes["conv4"] = sizes["conv5"] = s
-  s = pool_out_ceil(s) if s >= 3 else 0
+  s = max(0, pool_out_ceil(s))
   sizes["pool5"] = s
   return sizes
 

@@ -42,6 +42,13 @@ class CeilMaxPool2D(keras.layers.Layer):
                constant_values=tf.constant(float("-inf"), inputs.dtype))
     return tf.nn.max_pool2d(x, self.pool_size, self.strides, "VALID")
 
+  # No weights: tells tfmot's pruning and clustering wrappers there is nothing to do here.
+  def get_prunable_weights(self):
+    return []
+
+  def get_clusterable_weights(self):
+    return []
+
   def compute_output_shape(self, input_shape):
     def side(n):
       return None if n is None else -(-(n - self.pool_size) // self.strides) + 1
@@ -67,6 +74,12 @@ class LRN(keras.layers.Layer):
   def call(self, inputs):
     return tf.nn.local_response_normalization(inputs, depth_radius=self.size // 2, bias=self.k,
                                               alpha=self.alpha / self.size, beta=self.beta)
+
+  def get_prunable_weights(self):
+    return []
+
+  def get_clusterable_weights(self):
+    return []
 
   def get_config(self):
     cfg = super().get_config()

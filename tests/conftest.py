@@ -1,0 +1,45 @@
+"""Shared fixtures: one cache of built models for the whole session, and the shared data folder."""
+
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir(*parts) -> pathlib.Path:
+  """Path under the shared data folder; skips (or fails under SQZNET_REQUIRE_SHARED_DATA=1).
+
+  The folder is $SQZNET_SHARED_DATA, else ../shared/data beside the repository.
+  """
+  root = pathlib.Path(os.environ.get("SQZNET_SHARED_DATA", REPO.parent / "shared" / "data"))
+  path = root.joinpath(*parts)
+  if not path.exists():
+    msg = f"shared data {path} not found (set SQZNET_SHARED_DATA or place ../shared/data)"
+    if os.environ.get("SQZNET_REQUIRE_SHARED_DATA") == "1":
+      pytest.fail(msg + "; required because SQZNET_REQUIRE_SHARED_DATA=1")
+    pytest.skip(msg)
+  return path
+
+
+class ModelCache:
+  """Builds each (name, input size, options) once per test session."""
+
+  def __init__(self):
+    self._models = {}
+
+  def get(self, name, size=None, **kwargs):
+    import sqznet_tf  # pylint: disable=g-import-not-at-top
+    key = (name, size, tuple(sorted(kwargs.items())))
+    if key not in self._models:
+      args = dict(kwargs)
+      if size is not None:
+        args["input_shape"] = (size, size, 3)
+      self._models[key] = sqznet_tf.get_model(name, **args)
+    return self._models[key]
+
+
+@pytest.fixture(scope="session")
+def models():
+  return ModelCache()

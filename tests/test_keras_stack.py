@@ -1,0 +1,63 @@
+"""The one-Keras decision: builders' models work with tfmot and keras-tuner."""
+
+import pathlib
+import re
+import sys
+
+import numpy as np
+
+import sqznet_tf
+from sqznet_tf import _keras
+from sqznet_tf._keras import keras
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_keras_is_tf_keras():
+  assert keras.__name__ == "tf_keras"
+  assert sys.modules["keras"] is keras
+  model = sqznet_tf.get_model("squeezenet_v1_1", classes=3, input_shape=(32, 32, 3))
+  assert isinstance(model, keras.Model)
+
+
+def test_prune_low_magnitude_accepts_builder_model():
+  mot = _keras.tfmot()
+  model = sqznet_tf.get_model("squeezenet_v1_1", classes=3, input_shape=(32, 32, 3))
+  schedule = mot.sparsity.keras.ConstantSparsity(0.5, begin_step=0, frequency=1)
+  pruned = mot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+  wrapped = [l.layer for l in pruned.layers if type(l).__name__ == "PruneLowMagnitude"]
+  assert sum(isinstance(l, keras.layers.Conv2D) for l in wrapped) == 1 + 8 * 3 + 1  # every conv
+  pruned.compile("sgd", "sparse_categorical_crossentropy")
+  x = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype("float32")
+  pruned.fit(x, np.array([0, 1, 2, 0]), epochs=1, verbose=0,
+             callbacks=[mot.sparsity.keras.UpdatePruningStep()])
+  stripped = mot.sparsity.keras.strip_pruning(pruned)
+  kernel = stripped.get_layer("fire9_expand3x3").kernel.numpy()
+  assert abs((kernel == 0).mean() - 0.5) < 0.01
+
+
+def test_keras_tuner_hypermodel_returns_builder_model():
+  kt = _keras.keras_tuner()
+
+  class Hyper(kt.HyperModel):
+
+    def build(self, hp):
+      sr = hp.Choice("squeeze_ratio", [0.125, 0.25])
+      m = sqznet_tf.get_model("squeezenet_v1_1", squeeze_ratio=sr, classes=3, input_shape=(32, 32, 3))
+      m.compile("adam", "sparse_categorical_crossentropy")
+      return m
+
+  hp = kt.HyperParameters()
+  model = Hyper().build(hp)
+  assert isinstance(model, keras.Model)
+  assert model.get_layer("fire2_squeeze1x1").filters == 16
+
+
+def test_nothing_else_imports_keras_directly():
+  pattern = re.compile(r"^\s*(import keras\b|from keras\b|import tf_keras|from tf_keras)", re.M)
+  offenders = []
+  for folder in ("sqznet_tf", "tools", "tests", "bench"):
+    for path in (REPO / folder).rglob("*.py"):
+      if path.name != "_keras.py" and pattern.search(path.read_text()):
+        offenders.append(str(path.relative_to(REPO)))
+  assert offenders == []
