@@ -70,3 +70,39 @@ def kv_lines(pairs: List[tuple], markdown: bool = False) -> str:
     return "\n".join(f"- **{k}**: {v}" for k, v in pairs)
   width = max(len(k) for k, _ in pairs)
   return "\n".join(f"{k.ljust(width)}  {v}" for k, v in pairs)
+
+
+class ProgressBar:
+  """A progress bar on stderr: redrawn in place on a terminal, a line every 10% otherwise."""
+
+  def __init__(self, total, label: str = "", stream=None, width: int = 30):
+    import time  # pylint: disable=g-import-not-at-top
+    self._time = time.time
+    self.total, self.label, self.width = total, label, width
+    self.stream = stream or sys.stderr
+    self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+    self.start = self._time()
+    self._last_decile = -1
+
+  def update(self, done: int, extra: str = "") -> None:
+    elapsed = self._time() - self.start
+    rate = done / elapsed if elapsed > 0 else 0.0
+    if self.total:
+      frac = min(1.0, done / self.total)
+      bar = "#" * int(frac * self.width)
+      text = f"{self.label} [{bar.ljust(self.width)}] {done}/{self.total} {rate:.1f}/s {extra}".rstrip()
+      decile = int(frac * 10)
+    else:
+      text = f"{self.label} {done} {rate:.1f}/s {extra}".rstrip()
+      decile = done // 1000
+    if self.tty:
+      self.stream.write("\r" + text)
+    elif decile != self._last_decile:
+      self.stream.write(text + "\n")
+    self._last_decile = decile
+    self.stream.flush()
+
+  def close(self) -> None:
+    if self.tty:
+      self.stream.write("\n")
+      self.stream.flush()

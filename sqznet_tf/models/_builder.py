@@ -18,12 +18,16 @@ def check_builder_args(config, include_top: bool, weights, pooling, classes) -> 
     raise SqznetError(f"pooling={pooling!r} is not accepted; expected None, 'avg' or 'max'")
   if weights is not None:
     if not isinstance(weights, (str, os.PathLike)):
-      raise SqznetError(f"weights={weights!r} is not accepted; expected None or a path to weights "
-                        "saved by this package")
+      raise SqznetError(f"weights={weights!r} is not accepted; expected None, 'imagenet', a .net file "
+                        "or a path to weights saved by this package")
     if str(weights) == "imagenet":
-      raise SqznetError(f"weights='imagenet' is not available for {config.name} in this version; "
-                        "expected None or a path to weights saved by this package")
-    if not os.path.exists(weights):
+      if config.family != "squeezenet":
+        raise SqznetError(f"weights='imagenet' is not available for {config.name}; it is for "
+                          "squeezenet_v1_0_caffe (and squeezenet_v1_0)")
+      if include_top and classes != 1000:
+        raise SqznetError(f"weights='imagenet' have 1000 classes; classes={classes} is not accepted with "
+                          "them (use include_top=False for other classes)")
+    elif not os.path.exists(weights):
       raise SqznetError(f"weights file {str(weights)!r} does not exist")
 
 
@@ -58,11 +62,10 @@ def global_pool(x, pooling):
 
 
 def load_weights(model, weights) -> None:
-  """Loads Keras weights saved by this package; a mismatch is a clear error."""
+  """Loads `weights` (see `sqznet_tf.weights.load_weights`); a mismatch is a clear error."""
   if weights is None:
     return
-  try:
-    model.load_weights(str(weights))
-  except (ValueError, OSError) as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise SqznetError(f"weights file {str(weights)!r} does not fit {model.name}: {first}") from e
+  # The one place where models/ reaches up to weights/: the Keras-applications `weights=`
+  # argument needs it, and the import stays inside the call.
+  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
+  weights_lib.load_weights(model, weights)

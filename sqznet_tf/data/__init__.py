@@ -1,0 +1,1 @@
+"""Input data: preprocessing and the sources that evaluation (and later training) reads."""
