@@ -17,13 +17,14 @@ def usage_error(message: str, exitcode: int = 1):
   sys.exit(exitcode)
 
 
-def run_main(main):
+def run_main(main, allow_args: bool = False):
   """Runs `main` under absl; bad input (SqznetError) is one line on stderr and exit 1, no traceback.
 
   Bad flag values are caught by absl itself, which also prints one line and exits 1.
+  Positional arguments are refused unless `allow_args`.
   """
   def wrapped(argv):
-    if len(argv) > 1:
+    if len(argv) > 1 and not allow_args:
       usage_error(f"unexpected arguments {' '.join(argv[1:])!r}; this binary takes flags only")
     try:
       return main(argv)

@@ -147,3 +147,45 @@ def predict_files(model, paths: Sequence[str], preprocessor: Preprocessor, label
                                     "name": labels.names[int(k)] if labels else str(int(k)),
                                     "probability": float(row[k])} for k in top]})
   return out
+
+
+def load_classifier(model_name: Optional[str] = None, weights: Optional[str] = None,
+                    saved_model: Optional[str] = None, input_size: Optional[int] = None):
+  """A model and its weights' metadata, from a registry name + weights or from a saved model.
+
+  Args:
+    model_name: registry name (ignored when `saved_model` is given).
+    weights: "imagenet", a `.net` file, Keras weights saved by this package, or None.
+    saved_model: a Keras model file (.h5, .keras) or SavedModel folder saved by this package.
+    input_size: square input side; default: the metadata's crop size, else the variant's own.
+
+  Returns:
+    (model, WeightsInfo or None).
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
+  from sqznet_tf._keras import keras  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.models import CUSTOM_OBJECTS, get_config, get_model  # pylint: disable=g-import-not-at-top
+  if saved_model:
+    if not os.path.exists(saved_model):
+      raise SqznetError(f"saved model {saved_model!r} does not exist")
+    try:
+      model = keras.models.load_model(saved_model, custom_objects=CUSTOM_OBJECTS, compile=False)
+    except (OSError, ValueError, ImportError) as e:
+      raise SqznetError(f"cannot load saved model {saved_model!r}: {str(e).splitlines()[0][:200]}") from None
+    info = None
+    meta = saved_model.rstrip("/") + weights_lib.INFO_SUFFIX
+    if os.path.exists(meta):
+      with open(meta, encoding="utf-8") as f:
+        info = weights_lib.WeightsInfo.from_dict(json.load(f))
+      weights_lib.attach_info(model, info)
+    return model, info
+  if not model_name:
+    raise SqznetError("give a model (registry name) or a saved model")
+  config = get_config(model_name)
+  if input_size is None:
+    input_size = (weights_lib.IMAGENET_INFO.preprocessing.crop_size if weights in ("imagenet",) or
+                  str(weights or "").endswith(".net") else config.default_input_size)
+  model = get_model(model_name, weights=weights, input_shape=(input_size, input_size, 3))
+  return model, weights_lib.weights_info(model)

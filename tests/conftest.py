@@ -43,3 +43,26 @@ class ModelCache:
 @pytest.fixture(scope="session")
 def models():
   return ModelCache()
+
+
+@pytest.fixture(scope="session")
+def release_path():
+  """The Deep Compression release file in ../shared/data."""
+  return shared_data_dir("squeezenet_v1_0_deep_compression", "compressed_SqueezeNet.net")
+
+
+@pytest.fixture(scope="session")
+def sample_dir():
+  """The 500 ImageNet sample photos (flat folder, nXXXXXXXX_label.JPEG)."""
+  return shared_data_dir("imagenet_sample", "images")
+
+
+@pytest.fixture(scope="session")
+def synsets():
+  return shared_data_dir("imagenet_sample", "synset_words.txt")
+
+
+@pytest.fixture(scope="session")
+def pretrained(models, release_path):
+  """squeezenet_v1_0_caffe with the release weights, built once per session."""
+  return models.get("squeezenet_v1_0_caffe", 227, weights=str(release_path))

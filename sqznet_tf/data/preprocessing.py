@@ -104,18 +104,26 @@ PRESETS = {
 }
 
 
-def get_preprocessing(mode: str, crop_size: Optional[int] = None, crop_fraction: Optional[float] = None,
-                      **overrides) -> Preprocessing:
-  """A preset, optionally with another crop size or crop fraction (resize = crop / fraction)."""
-  if mode not in PRESETS:
-    raise SqznetError(f"preprocessing {mode!r} is not accepted; expected one of {', '.join(PRESETS)}")
-  p = PRESETS[mode]
+def with_crop(p: Preprocessing, crop_size: Optional[int] = None,
+              crop_fraction: Optional[float] = None) -> Preprocessing:
+  """`p` with another crop size (same crop fraction) and/or crop fraction (resize = crop / fraction)."""
   if crop_size is not None:
+    if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1:
+      raise SqznetError(f"crop_size={crop_size!r} is not accepted; expected a positive integer")
     p = p.replace(crop_size=crop_size, resize_size=max(crop_size, round(crop_size / p.crop_fraction)))
   if crop_fraction is not None:
     if not 0 < crop_fraction <= 1:
       raise SqznetError(f"crop_fraction={crop_fraction!r} is not accepted; expected a number in (0, 1]")
     p = p.replace(resize_size=max(p.crop_size, round(p.crop_size / crop_fraction)))
+  return p
+
+
+def get_preprocessing(mode: str, crop_size: Optional[int] = None, crop_fraction: Optional[float] = None,
+                      **overrides) -> Preprocessing:
+  """A preset, optionally with another crop size or crop fraction, and field overrides."""
+  if mode not in PRESETS:
+    raise SqznetError(f"preprocessing {mode!r} is not accepted; expected one of {', '.join(PRESETS)}")
+  p = with_crop(PRESETS[mode], crop_size, crop_fraction)
   return p.replace(**overrides) if overrides else p
 
 

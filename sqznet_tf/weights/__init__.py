@@ -131,13 +131,14 @@ def load_compressed(model, net: deep_compression.CompressedNet, info: WeightsInf
   if "conv10" in layers and layers["conv10"].filters != info.classes:
     raise SqznetError(f"weights {info.name!r} have {info.classes} classes; model {model.name!r} has "
                       f"{layers['conv10'].filters} (use classes={info.classes}, or include_top=False)")
-  for name in sorted(expected):
+  order = [l.name for l in net.layers if l.name in expected]  # file order: the first mismatch first
+  for name in order:
     layer, src = layers[name], file_layers[name]
     kernel = src.keras_kernel
     if tuple(layer.kernel.shape) != kernel.shape:
       raise SqznetError(f"weights {info.name!r} do not fit model {model.name!r}: layer {name} is "
                         f"{tuple(layer.kernel.shape)} in the model, {kernel.shape} in the file")
-  for name in sorted(expected):
+  for name in order:
     layers[name].set_weights([file_layers[name].keras_kernel, file_layers[name].bias])
 
 

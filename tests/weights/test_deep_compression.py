@@ -1,0 +1,138 @@
+"""The Deep Compression release: decoding, checks on damaged files, loading into Keras models."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import sqznet_tf
+from sqznet_tf import weights as weights_lib
+from sqznet_tf.data.preprocessing import PRESETS
+from sqznet_tf.errors import SqznetError
+from sqznet_tf.weights import deep_compression as dc
+
+
+@pytest.fixture(scope="module")
+def raw(release_path):
+  return release_path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def net(raw):
+  return dc.decode(raw)
+
+
+def test_decoded_release_matches_published_figures(net, raw):
+  assert net.file_size == len(raw) == dc.RELEASE_SIZE
+  assert net.sha256 == dc.RELEASE_SHA256
+  assert len(net.layers) == 26
+  assert net.num_params == 1_248_424
+  assert round(net.zero_fraction, 3) == 0.666  # density 33.4%
+  assert all(l.codebook[0] == 0.0 for l in net.layers)
+  assert [l.caffe_name for l in net.layers[:4]] == ["conv1", "fire2/conv1x1_1", "fire2/conv1x1_2", "fire2/conv3x3_2"]
+  assert net.layers[-1].caffe_name == "conv_final" and net.layers[-1].kernel.shape == (1000, 512, 1, 1)
+  # Every stored entry decodes to its codebook value at its index; fillers (code 0) to 0.
+  for l in net.layers:
+    flat = l.kernel.reshape(-1)
+    np.testing.assert_array_equal(flat[l.indices], l.codebook[l.codes])
+    assert np.count_nonzero(flat) <= l.stored
+    assert len(np.unique(flat)) <= 256
+
+
+def test_truncated_file_names_layer_and_offset(raw):
+  with pytest.raises(SqznetError, match=r"truncated: layer conv10 needs \d+ bytes of gaps at offset \d+"):
+    dc.decode(raw[:-100])
+  with pytest.raises(SqznetError, match=r"truncated: layer fire\d_\w+ needs"):
+    dc.decode(raw[:200_000])
+  with pytest.raises(SqznetError, match="shorter than its 104-byte header"):
+    dc.decode(raw[:50])
+
+
+def test_padded_file(raw):
+  with pytest.raises(SqznetError, match="7 extra bytes after the last layer"):
+    dc.decode(raw + b"\0" * 7)
+
+
+def test_foreign_file(raw):
+  rng = np.random.default_rng(0)
+  with pytest.raises(SqznetError, match="header says layer conv1 stores .* not a compressed SqueezeNet"):
+    dc.decode(rng.integers(0, 256, len(raw), dtype=np.uint8).tobytes())
+
+
+def test_index_outside_layer(raw, net):
+  last = net.layers[-1]
+  damaged = bytearray(raw)
+  gap_bytes = (last.stored + 1) // 2
+  damaged[-gap_bytes:] = b"\xff" * gap_bytes  # every gap 15: indices run past 512,000
+  with pytest.raises(SqznetError, match=r"layer conv10: entry \d+ .* outside its 512000 weights"):
+    dc.decode(bytes(damaged))
+
+
+def test_loaded_kernels_are_caffe_kernels_transposed(pretrained, net):
+  for name in ("conv1", "fire5_expand3x3", "conv10"):
+    src = net.by_name()[name]
+    kernel, bias = pretrained.get_layer(name).get_weights()
+    np.testing.assert_array_equal(kernel, src.kernel.transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(bias, src.bias)
+  info = weights_lib.weights_info(pretrained)
+  assert info.preprocessing == PRESETS["caffe"] and info.classes == 1000
+  assert info.preprocessing.channel_order == "BGR" and info.preprocessing.mean == (104.0, 117.0, 123.0)
+  assert "BSD" in info.licence and info.sha256 == dc.RELEASE_SHA256
+
+
+def test_features_only_and_torchvision_layout(release_path):
+  m = sqznet_tf.get_model("squeezenet_v1_0", include_top=False, weights=str(release_path),
+                          input_shape=(64, 64, 3))
+  assert m.get_layer("fire9_expand3x3").get_weights()[0].shape == (3, 3, 64, 256)
+  assert np.count_nonzero(m.get_layer("fire9_expand3x3").get_weights()[0]) > 0
+
+
+@pytest.mark.parametrize("name, kwargs, fragment", [
+    ("squeezenet_v1_0_caffe", {"classes": 10}, "have 1000 classes; model 'squeezenet_v1_0_caffe' has 10"),
+    ("squeezenet_v1_1", {}, "layer conv1 is (3, 3, 3, 64) in the model, (7, 7, 3, 96) in the file"),
+    ("squeezenet_v1_0_complex_bypass", {}, "fire2_bypass1x1"),
+    ("squeezenet_v1_0", {"squeeze_ratio": 0.25}, "layer fire2_squeeze1x1 is"),
+])
+def test_mismatched_models_are_refused(release_path, name, kwargs, fragment):
+  with pytest.raises(SqznetError) as e:
+    sqznet_tf.get_model(name, weights=str(release_path), input_shape=(64, 64, 3), **kwargs)
+  assert fragment in str(e.value)
+
+
+def test_imagenet_uses_the_keras_cache_offline(tmp_path, monkeypatch, release_path):
+  from sqznet_tf._keras import keras
+  monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+  def no_network(*a, **k):
+    raise AssertionError("tried to download")
+  monkeypatch.setattr(keras.utils, "get_file", no_network)
+  os.makedirs(tmp_path / "models")
+  shutil.copy(release_path, tmp_path / "models" / "compressed_SqueezeNet.net")
+  m = sqznet_tf.get_model("squeezenet_v1_0_caffe", weights="imagenet")
+  assert weights_lib.weights_info(m).name == "imagenet"
+  assert weights_lib.weights_info(m).source == weights_lib.RELEASE_URL
+  assert np.count_nonzero(m.get_layer("conv10").get_weights()[0]) > 0
+  # A damaged cached file is refused by its checksum, not used and not replaced silently.
+  cached = tmp_path / "models" / "compressed_SqueezeNet.net"
+  data = bytearray(cached.read_bytes())
+  data[1000] ^= 0xFF
+  cached.write_bytes(bytes(data))
+  with pytest.raises(SqznetError, match=f"has sha256 [0-9a-f]{{64}}, expected {dc.RELEASE_SHA256}"):
+    sqznet_tf.get_model("squeezenet_v1_0_caffe", weights="imagenet")
+
+
+def test_imagenet_refused_for_alexnet_and_other_classes():
+  with pytest.raises(SqznetError, match="not available for alexnet"):
+    sqznet_tf.get_model("alexnet", weights="imagenet")
+  with pytest.raises(SqznetError, match="classes=10 is not accepted"):
+    sqznet_tf.get_model("squeezenet_v1_0_caffe", weights="imagenet", classes=10)
+
+
+def test_saved_weights_keep_their_metadata(tmp_path, pretrained):
+  path = str(tmp_path / "sq.weights.h5")
+  weights_lib.save_weights(pretrained, path, weights_lib.weights_info(pretrained))
+  m = sqznet_tf.get_model("squeezenet_v1_0_caffe", weights=path)
+  assert weights_lib.weights_info(m).preprocessing == PRESETS["caffe"]
+  np.testing.assert_array_equal(m.get_layer("conv10").get_weights()[0],
+                                pretrained.get_layer("conv10").get_weights()[0])
+  assert sorted(os.listdir(tmp_path)) == ["sq.weights.h5", "sq.weights.h5.sqznet.json"]
