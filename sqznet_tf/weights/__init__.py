@@ -99,6 +99,7 @@ def fetch_imagenet() -> str:
     from sqznet_tf._keras import keras  # pylint: disable=g-import-not-at-top
     try:
       path = keras.utils.get_file(RELEASE_FILENAME, RELEASE_URL, cache_subdir="models",
+                                  file_hash=deep_compression.RELEASE_SHA256, hash_algorithm="sha256",
                                   cache_dir=os.path.dirname(cache_dir()))
     except Exception as e:  # network errors come in many types
       raise SqznetError(f"cannot download the ImageNet weights from {RELEASE_URL}: {e}; put the file "
