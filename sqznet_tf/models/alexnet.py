@@ -80,7 +80,7 @@ def alexnet(config: configs.AlexNetConfig,
         x = keras.layers.Dropout(config.dropout, name=f"drop{n}")(x)
     x = keras.layers.Dense(classes, name="fc8", kernel_initializer=_init(0.01))(x)
     if classifier_activation is not None:
-      x = keras.layers.Activation(classifier_activation, name="predictions")(x)
+      x = keras.layers.Activation(classifier_activation, name="predictions", dtype="float32")(x)
   else:
     x = global_pool(x, pooling)
   model = keras.Model(model_inputs, x, name=name or config.name)

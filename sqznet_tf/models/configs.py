@@ -63,8 +63,8 @@ class SqueezeNetConfig:
     bypass: "none", "simple" (identity around fire3, 5, 7, 9) or "complex" (plus a 1x1 conv
       bypass around fire2, 4, 6, 8).
     dropout: dropout rate before conv10.
-    batch_norm: put BatchNormalization after every conv (for training from scratch on small
-      data; not in the published networks).
+    batch_norm: put BatchNormalization (momentum 0.9) after every conv, conv10 included, before
+      its ReLU (for training from scratch on small data; not in the published networks).
     conv10_padding: zero padding of the final 1x1 conv: 0 (torchvision, v1.1) or 1 (the Caffe
       v1.0 deploy file).
     default_input_size: input side used when the builder is given no input shape.

@@ -24,7 +24,7 @@ def _conv_relu(x, filters, kernel, name, config, strides=1, padding="valid"):
   x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, name=name,
                           kernel_initializer=_xavier(), bias_initializer="zeros")(x)
   if config.batch_norm:
-    x = keras.layers.BatchNormalization(name=name + "_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name=name + "_bn")(x)
   return keras.layers.ReLU(name=name + "_relu")(x)
 
 
@@ -95,10 +95,13 @@ def squeezenet(config: configs.SqueezeNetConfig,
     x = keras.layers.Conv2D(classes, 1, name="conv10",
                             kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01),
                             bias_initializer="zeros")(x)
+    if config.batch_norm:
+      # Without it, the ReLU after conv10 silences most classes early in training from scratch.
+      x = keras.layers.BatchNormalization(momentum=0.9, name="conv10_bn")(x)
     x = keras.layers.ReLU(name="conv10_relu")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool10")(x)
     if classifier_activation is not None:
-      x = keras.layers.Activation(classifier_activation, name="predictions")(x)
+      x = keras.layers.Activation(classifier_activation, name="predictions", dtype="float32")(x)
   else:
     x = global_pool(x, pooling)
   model = keras.Model(model_inputs, x, name=name or config.name)

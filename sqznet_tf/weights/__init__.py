@@ -115,13 +115,21 @@ def _weighted_layers(model):
   return {l.name: l for l in model.layers if l.weights}
 
 
-def load_compressed(model, net: deep_compression.CompressedNet, info: WeightsInfo) -> None:
-  """Loads decoded Deep Compression layers into a SqueezeNet v1.0 model (by layer name)."""
+def load_compressed(model, net: deep_compression.CompressedNet, info: WeightsInfo,
+                    skip_classifier_mismatch: bool = False) -> None:
+  """Loads decoded Deep Compression layers into a SqueezeNet v1.0 model (by layer name).
+
+  With skip_classifier_mismatch, a conv10 with another class count keeps its own (fresh)
+  weights: fine-tuning to new classes.
+  """
   layers = _weighted_layers(model)
   file_layers = net.by_name()
   expected = set(file_layers)
   if "conv10" not in layers:
     expected.discard("conv10")  # include_top=False: the features only
+  elif skip_classifier_mismatch and layers["conv10"].filters != info.classes:
+    expected.discard("conv10")
+    layers = {k: v for k, v in layers.items() if k != "conv10"}
   extra = sorted(set(layers) - expected)
   missing = sorted(expected - set(layers))
   if extra or missing:

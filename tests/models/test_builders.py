@@ -161,7 +161,7 @@ def test_keras_applications_arguments():
 def test_batch_norm_option():
   m = sqznet_tf.get_model("squeezenet_v1_1", batch_norm=True, classes=10, input_shape=(32, 32, 3))
   bn = [l.name for l in m.layers if isinstance(l, keras.layers.BatchNormalization)]
-  assert "conv1_bn" in bn and "fire9_expand3x3_bn" in bn and len(bn) == 1 + 8 * 3
+  assert "conv1_bn" in bn and "fire9_expand3x3_bn" in bn and "conv10_bn" in bn and len(bn) == 1 + 8 * 3 + 1
 
 
 def test_weights_round_trip(tmp_path):

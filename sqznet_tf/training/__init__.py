@@ -1,0 +1,1 @@
+"""Training: config, distribution strategies, schedules, callbacks, and `train(config)`."""

@@ -1,0 +1,222 @@
+"""train(config): one training run on a TF distribution strategy, with preemption-safe checkpoints.
+
+Outputs in `config.model_dir`:
+  config.json            the resolved TrainConfig
+  history.json           every finished epoch's metrics (kept complete across restarts)
+  checkpoints/           epoch-NNN.weights.h5 after every epoch
+  best.weights.h5        the best by validation accuracy (+ .sqznet.json metadata)
+  backup/                BackupAndRestore state: rerun the same command to resume
+  logs/                  TensorBoard (loss, accuracy, learning rate, histograms, graph)
+  final.weights.h5       the last weights (+ .sqznet.json), saved_model/ (Keras SavedModel)
+  summary.json           accuracy, parameters, size, time, images/s
+Under multi-worker training only the chief writes these; the other workers write to temporary
+folders that they delete.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from typing import Optional
+
+from sqznet_tf._keras import keras, tf
+from sqznet_tf.data import pipeline
+from sqznet_tf.errors import SqznetError
+from sqznet_tf.training import callbacks as cb
+from sqznet_tf.training import schedules, strategies
+from sqznet_tf.training.config import TrainConfig
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What a run produced (also written to summary.json)."""
+  model_dir: str
+  epochs_run: int
+  history: dict
+  val_accuracy: Optional[float]
+  val_top5: Optional[float]
+  params: int
+  size_bytes: int
+  seconds: float
+  images_per_sec: float
+  train_size: int
+  val_size: int
+  skipped: int
+  replicas: int
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def _l2_losses(model, weight_decay: float) -> None:
+  """Caffe's weight_decay: adds wd/2 * ||w||^2 of every conv/dense kernel to the loss."""
+  for layer in model.layers:
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+      kernel = layer.kernel
+      model.add_loss(lambda k=kernel: 0.5 * weight_decay * tf.reduce_sum(tf.square(tf.cast(k, tf.float32))))
+
+
+def _optimizer(config: TrainConfig, schedule):
+  if config.optimizer == "sgd":
+    return keras.optimizers.SGD(schedule, momentum=config.momentum)
+  if config.optimizer == "adam":
+    return keras.optimizers.Adam(schedule)
+  return keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+
+
+def _init_from(model, init_weights: str) -> None:
+  """Starts from pretrained weights; layers that do not fit (a new classifier) stay fresh."""
+  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.weights import deep_compression  # pylint: disable=g-import-not-at-top
+  if init_weights == "imagenet" or init_weights.endswith(".net"):
+    path = weights_lib.fetch_imagenet() if init_weights == "imagenet" else init_weights
+    net = deep_compression.read(path)
+    weights_lib.load_compressed(model, net, weights_lib.IMAGENET_INFO, skip_classifier_mismatch=True)
+    return
+  if not os.path.exists(init_weights):
+    raise SqznetError(f"init_weights {init_weights!r} does not exist")
+  if not init_weights.endswith(".h5"):
+    raise SqznetError(f"init_weights {init_weights!r} is not accepted; expected 'imagenet', a .net file "
+                      "or Keras weights ending in .h5")
+  model.load_weights(init_weights, by_name=True, skip_mismatch=True)
+
+
+def _worker_dir(model_dir: str, chief: bool) -> str:
+  if chief:
+    return model_dir
+  _, task_id = strategies.task_info()
+  return tempfile.mkdtemp(prefix=f"sqznet-worker{task_id}-")
+
+
+def _save_final(model, out_dir: str, info) -> None:
+  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.cli import write_atomic  # pylint: disable=g-import-not-at-top
+  weights_lib.save_weights(model, os.path.join(out_dir, "final.weights.h5"), info)
+  target = os.path.join(out_dir, "saved_model")
+  tmp = os.path.join(out_dir, ".tmp-saved_model")
+  shutil.rmtree(tmp, ignore_errors=True)
+  model.save(tmp, include_optimizer=False)
+  shutil.rmtree(target, ignore_errors=True)
+  os.replace(tmp, target)
+  write_atomic(target + weights_lib.INFO_SUFFIX, json.dumps(info.to_dict(), indent=2) + "\n")
+
+
+def train(config: TrainConfig) -> TrainResult:
+  """Trains `config.model` on `config.data`; rerunning the same config resumes an interrupted run."""
+  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.models import get_config, build  # pylint: disable=g-import-not-at-top
+  config.validate()
+  strategy = strategies.make_strategy(config.strategy, config.tpu, config.cpu_devices)
+  replicas = strategy.num_replicas_in_sync
+  if config.batch_size % replicas:
+    raise SqznetError(f"batch_size={config.batch_size} is not divisible by the {replicas} replicas of "
+                      f"strategy {config.strategy}; use a multiple of {replicas}")
+  overrides = dict(config.overrides)
+  if config.dropout is not None:
+    overrides["dropout"] = config.dropout
+  model_config = get_config(config.model, **overrides)  # validates before any data is read
+  chief = strategies.is_chief()
+  multi_worker = config.strategy in ("multi_worker_mirrored", "tpu")
+  keras.utils.set_random_seed(config.seed)
+
+  data = pipeline.make_datasets(config.data, config.batch_size, config.classes,
+                                drop_remainder=config.strategy == "tpu")
+  if config.classes and config.classes != data.num_classes:
+    raise SqznetError(f"classes={config.classes} but the data has {data.num_classes} classes")
+  if data.skipped:
+    print(f"skipping {len(data.skipped)} unreadable images, e.g. {data.skipped[0]}", flush=True)
+  steps = config.steps_per_epoch or max(1, data.train_size // config.batch_size)
+  train_ds = data.train.repeat()
+  val_ds, val_steps = data.val, None
+  if val_ds is not None and multi_worker:
+    val_steps = max(1, data.val_size // config.batch_size)
+    val_ds = val_ds.repeat()
+
+  out_dir = _worker_dir(config.model_dir, chief)
+  os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+  if chief:
+    tmp = os.path.join(out_dir, ".tmp-config.json")
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(config.to_json() + "\n")
+    os.replace(tmp, os.path.join(out_dir, "config.json"))
+
+  if config.mixed_precision:
+    keras.mixed_precision.set_global_policy(config.mixed_precision)
+  try:
+    with strategy.scope():
+      model = build(model_config, input_shape=(config.data.image_size, config.data.image_size, 3),
+                    classes=data.num_classes)
+      if config.init_weights:
+        _init_from(model, config.init_weights)
+      if config.weight_decay and config.optimizer != "adamw":
+        _l2_losses(model, config.weight_decay)
+      warmup = int(round(config.warmup_epochs * steps))
+      schedule = schedules.make_schedule(config.lr_schedule, config.learning_rate, steps * config.epochs, warmup)
+      model.compile(optimizer=_optimizer(config, schedule),
+                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                    metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                             keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
+                    jit_compile=config.jit_compile)
+    info = weights_lib.WeightsInfo(
+        name=os.path.basename(os.path.abspath(config.model_dir)), architecture=config.model,
+        classes=data.num_classes, preprocessing=data.preprocessing, labels=",".join(data.class_names),
+        source=f"trained by sqznet-train on {config.data.source} {config.data.path or ''}".strip(),
+        licence="as the training data")
+    monitor = "val_accuracy" if val_ds is not None else "accuracy"
+    history_cb = cb.HistoryFile(os.path.join(out_dir, "history.json"), write=chief)
+    timer = cb.EpochSeconds()
+    callbacks = [
+        cb.LearningRateLogger(),
+        history_cb,  # before the backup: an epoch lost between the two is rerun and rewritten
+        keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "backup")),
+        keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "epoch-{epoch:03d}.weights.h5"),
+                                        save_weights_only=True),
+        keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "best.weights.h5"), monitor=monitor,
+                                        mode="max", save_best_only=True, save_weights_only=True),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), histogram_freq=config.histogram_freq,
+                                    write_graph=True, update_freq="epoch"),
+        timer,
+    ]
+    start = time.time()
+    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds,
+              validation_steps=val_steps, callbacks=callbacks, verbose=config.verbose)
+    seconds = time.time() - start
+    history = history_cb.read() if chief else {}
+    last = history[max(history)] if history else {}
+    if chief:
+      # A clean float32 copy without the weight-decay losses (their closures do not serialise).
+      policy = keras.mixed_precision.global_policy()
+      keras.mixed_precision.set_global_policy("float32")
+      try:
+        clean = build(model_config, input_shape=(config.data.image_size, config.data.image_size, 3),
+                      classes=data.num_classes)
+      finally:
+        keras.mixed_precision.set_global_policy(policy)
+      clean.set_weights(model.get_weights())
+      _save_final(clean, out_dir, info)
+      if val_ds is not None and os.path.exists(os.path.join(out_dir, "best.weights.h5")):
+        with open(os.path.join(out_dir, "best.weights.h5") + ".sqznet.json", "w", encoding="utf-8") as f:
+          json.dump(info.to_dict(), f, indent=2)
+    train_seconds = sum(timer.seconds) or seconds
+    result = TrainResult(
+        model_dir=config.model_dir, epochs_run=len(history) if chief else len(timer.seconds),
+        history={str(k): v for k, v in history.items()},
+        val_accuracy=last.get("val_accuracy"), val_top5=last.get("val_top5"),
+        params=int(model.count_params()), size_bytes=4 * int(model.count_params()), seconds=round(seconds, 2),
+        images_per_sec=round(len(timer.seconds) * steps * config.batch_size / train_seconds, 1),
+        train_size=data.train_size, val_size=data.val_size, skipped=len(data.skipped), replicas=replicas)
+    if chief:
+      tmp = os.path.join(out_dir, ".tmp-summary.json")
+      with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(result.to_dict(), f, indent=2)
+      os.replace(tmp, os.path.join(out_dir, "summary.json"))
+    else:
+      shutil.rmtree(out_dir, ignore_errors=True)
+    result.model = model  # the trained model, for callers in the same process (not in to_dict)
+    return result
+  finally:
+    if config.mixed_precision:
+      keras.mixed_precision.set_global_policy("float32")
