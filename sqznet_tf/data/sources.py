@@ -83,7 +83,7 @@ class ImageSource:
         raise SqznetError(f"{path}: corrupted TFRecord file ({str(e).splitlines()[0][:120]})") from None
 
 
-def _tfrecord_files(path: str) -> List[str]:
+def tfrecord_files(path: str) -> List[str]:
   if os.path.isdir(path):
     found = set()
     for pat in TFRECORD_PATTERNS:
@@ -97,7 +97,7 @@ def _tfrecord_files(path: str) -> List[str]:
 def detect_layout(path: str) -> str:
   """Guesses the layout of `path`; SqznetError when it cannot tell."""
   if not os.path.isdir(path):
-    if _tfrecord_files(path):
+    if tfrecord_files(path):
       return "tfrecord"
     raise SqznetError(f"data_dir {path!r} does not exist")
   entries = sorted(os.listdir(path))
@@ -107,7 +107,7 @@ def detect_layout(path: str) -> str:
     return "folders"
   if images and any(wnid_of_filename(e) for e in images):
     return "flat"
-  if _tfrecord_files(path):
+  if tfrecord_files(path):
     return "tfrecord"
   if not entries or (not images and not subdirs):
     raise SqznetError(f"no images found in {path!r} (looked for {', '.join(IMAGE_EXTENSIONS)} files, "
@@ -166,7 +166,7 @@ def open_source(path: str, data_format: str = "auto", labels: Optional[Labels] =
       raise SqznetError(f"no images found in {path!r}")
     return ImageSource("flat", path, list(labels.names), files=files)
 
-  records = _tfrecord_files(path)
+  records = tfrecord_files(path)
   if not records:
     raise SqznetError(f"no TFRecord files found at {path!r} (looked for {', '.join(TFRECORD_PATTERNS)})")
   return ImageSource("tfrecord", path, list(labels.names) if labels else [], tfrecords=records,
