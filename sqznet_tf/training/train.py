@@ -14,6 +14,7 @@ folders that they delete.
 """
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -21,6 +22,8 @@ import shutil
 import tempfile
 import time
 from typing import Optional
+
+import numpy as np
 
 from sqznet_tf._keras import keras, tf
 from sqznet_tf.data import pipeline
@@ -46,6 +49,7 @@ class TrainResult:
   val_size: int
   skipped: int
   replicas: int
+  weights_sha256: str = ""  # of all final weights: equal on every worker of a synchronous run
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -137,6 +141,10 @@ def train(config: TrainConfig) -> TrainResult:
 
   out_dir = _worker_dir(config.model_dir, chief)
   os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+  resuming = os.path.isdir(os.path.join(config.model_dir, "backup")) and os.listdir(
+      os.path.join(config.model_dir, "backup"))
+  if chief and not resuming and os.path.exists(os.path.join(out_dir, "history.json")):
+    os.remove(os.path.join(out_dir, "history.json"))  # a finished earlier run in the same folder
   if chief:
     tmp = os.path.join(out_dir, ".tmp-config.json")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -184,6 +192,9 @@ def train(config: TrainConfig) -> TrainResult:
     model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds,
               validation_steps=val_steps, callbacks=callbacks, verbose=config.verbose)
     seconds = time.time() - start
+    # Read once on every worker: under multi-worker training, reading batch-norm statistics is a
+    # collective op that all workers must run together.
+    final_weights = model.get_weights()
     history = history_cb.read() if chief else {}
     last = history[max(history)] if history else {}
     if chief:
@@ -195,7 +206,7 @@ def train(config: TrainConfig) -> TrainResult:
                       classes=data.num_classes)
       finally:
         keras.mixed_precision.set_global_policy(policy)
-      clean.set_weights(model.get_weights())
+      clean.set_weights(final_weights)
       _save_final(clean, out_dir, info)
       if val_ds is not None and os.path.exists(os.path.join(out_dir, "best.weights.h5")):
         with open(os.path.join(out_dir, "best.weights.h5") + ".sqznet.json", "w", encoding="utf-8") as f:
@@ -207,7 +218,8 @@ def train(config: TrainConfig) -> TrainResult:
         val_accuracy=last.get("val_accuracy"), val_top5=last.get("val_top5"),
         params=int(model.count_params()), size_bytes=4 * int(model.count_params()), seconds=round(seconds, 2),
         images_per_sec=round(len(timer.seconds) * steps * config.batch_size / train_seconds, 1),
-        train_size=data.train_size, val_size=data.val_size, skipped=len(data.skipped), replicas=replicas)
+        train_size=data.train_size, val_size=data.val_size, skipped=len(data.skipped), replicas=replicas,
+        weights_sha256=hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in final_weights)).hexdigest())
     if chief:
       tmp = os.path.join(out_dir, ".tmp-summary.json")
       with open(tmp, "w", encoding="utf-8") as f:
