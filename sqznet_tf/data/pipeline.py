@@ -186,14 +186,26 @@ def _augmenter(spec: DataSpec, resize_size: int):
   return train_map, eval_map
 
 
+SHUFFLE_BUFFER = 1024  # examples; small enough that decoding overlaps training from the first step
+
+
+def _fits_cache(spec: DataSpec, n: int, resize_size: int) -> bool:
+  return n * resize_size * resize_size * 3 <= spec.cache_bytes
+
+
 def _finish(ds, spec: DataSpec, n: int, num_classes: int, batch_size: int, training: bool,
             resize_size: int, drop_remainder: bool):
-  """Cache, shuffle, augment, one-hot, batch and prefetch a dataset of (uint8 resized image, label)."""
-  if n * resize_size * resize_size * 3 <= spec.cache_bytes:
+  """Cache, shuffle, augment, one-hot, batch and prefetch a dataset of (uint8 resized image, label).
+
+  Folder sources arrive with their file list already shuffled; the buffer here reshuffles
+  locally every epoch. A full-size buffer would make the first step wait for every image to be
+  decoded.
+  """
+  if _fits_cache(spec, n, resize_size):
     ds = ds.cache()
   train_map, eval_map = _augmenter(spec, resize_size)
   if training:
-    ds = ds.shuffle(min(n, 50_000), seed=spec.seed, reshuffle_each_iteration=True)
+    ds = ds.shuffle(min(n, SHUFFLE_BUFFER), seed=spec.seed, reshuffle_each_iteration=True)
     seeds = tf.data.Dataset.random(seed=spec.seed).batch(2)
     ds = tf.data.Dataset.zip((ds, seeds)).map(lambda x, s: train_map(x[0], x[1], s),
                                                num_parallel_calls=AUTOTUNE, deterministic=spec.deterministic)
@@ -215,7 +227,10 @@ def resize_size_for(spec: DataSpec) -> int:
 def _from_files(paths, labels, spec: DataSpec, resize_size: int, shuffle_files: bool):
   ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths), tf.constant(labels, tf.int32)))
   if shuffle_files:
-    ds = ds.shuffle(len(paths), seed=spec.seed, reshuffle_each_iteration=False)
+    # The whole file list, every epoch, unless the decoded images are cached (then the cache
+    # replays the first order and the example buffer in _finish reshuffles it).
+    ds = ds.shuffle(len(paths), seed=spec.seed,
+                    reshuffle_each_iteration=not _fits_cache(spec, len(paths), resize_size))
   ds = ds.map(lambda p, y: (_resize_uint8(_decode(tf.io.read_file(p)), resize_size), y),
               num_parallel_calls=AUTOTUNE, deterministic=spec.deterministic)
   if not spec.strict:
