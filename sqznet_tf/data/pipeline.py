@@ -161,28 +161,52 @@ def _normaliser(p: prep_lib.Preprocessing):
 
 
 def _augmenter(spec: DataSpec, resize_size: int):
+  """(train_map, eval_map) on whole batches of uint8 images resized to `resize_size`.
+
+  Working on batches instead of single images keeps tf.data's per-element overhead out of the
+  augmentation: each image still gets its own crop and flip (index gathers for crop_flip,
+  crop_and_resize with one box per image for random_resized_crop).
+  """
   size = spec.image_size
   normalise = _normaliser(spec.prep)
-  def train_map(image, label, seed):
+  off = (resize_size - size) // 2
+
+  def crop_boxes(images, boxes, method):
+    n = tf.shape(images)[0]
+    return tf.image.crop_and_resize(tf.cast(images, tf.float32), boxes, tf.range(n), [size, size],
+                                    method=method)
+
+  def train_map(images, labels, seed):
+    n = tf.shape(images)[0]
     if spec.augmentation == "crop_flip":
-      image = tf.image.stateless_random_crop(image, [size, size, 3], seed=seed)
-      image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+      # A random window per image and a random mirror, as index gathers (flip = reversed columns).
+      offs = tf.random.stateless_uniform([n, 2], seed=seed, minval=0, maxval=resize_size - size + 1,
+                                         dtype=tf.int32)
+      flip = tf.random.stateless_uniform([n], seed=seed + 1) < 0.5
+      steps = tf.range(size)
+      rows = offs[:, :1] + steps[None, :]
+      cols = offs[:, 1:] + tf.where(flip[:, None], size - 1 - steps[None, :], steps[None, :])
+      x = tf.gather(images, rows, axis=1, batch_dims=1)
+      x = tf.cast(tf.gather(x, cols, axis=2, batch_dims=1), tf.float32)
     elif spec.augmentation == "random_resized_crop":
-      begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
-          tf.shape(image), tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
-          aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), use_image_if_no_bounding_boxes=True)
-      image = tf.slice(image, begin, crop)
-      image = tf.image.resize(image, [size, size])
-      image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+      # Area 8%-100%, aspect ratio 3/4-4/3 (Inception-style), bilinear to the crop size.
+      u = tf.random.stateless_uniform([n, 4], seed=seed)
+      area = 0.08 + 0.92 * u[:, 0]
+      ratio = tf.exp(tf.math.log(3 / 4) + (tf.math.log(4 / 3) - tf.math.log(3 / 4)) * u[:, 1])
+      h = tf.minimum(tf.sqrt(area / ratio), 1.0)
+      w = tf.minimum(tf.sqrt(area * ratio), 1.0)
+      y0, x0 = (1.0 - h) * u[:, 2], (1.0 - w) * u[:, 3]
+      x = crop_boxes(images, tf.stack([y0, x0, y0 + h, x0 + w], axis=1), "bilinear")
     else:
-      off = (resize_size - size) // 2
-      image = image[off:off + size, off:off + size, :]
-    image = tf.ensure_shape(normalise(image), [size, size, 3])
-    return image, label
-  def eval_map(image, label):
-    off = (resize_size - size) // 2
-    image = image[off:off + size, off:off + size, :]
-    return tf.ensure_shape(normalise(image), [size, size, 3]), label
+      x = tf.cast(images[:, off:off + size, off:off + size, :], tf.float32)
+    if spec.augmentation == "random_resized_crop":
+      flip = tf.random.stateless_uniform([n], seed=seed + 1) < 0.5
+      x = tf.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
+    return tf.ensure_shape(normalise(x), [None, size, size, 3]), labels
+
+  def eval_map(images, labels):
+    x = images[:, off:off + size, off:off + size, :]
+    return tf.ensure_shape(normalise(x), [None, size, size, 3]), labels
   return train_map, eval_map
 
 
@@ -206,13 +230,14 @@ def _finish(ds, spec: DataSpec, n: int, num_classes: int, batch_size: int, train
   train_map, eval_map = _augmenter(spec, resize_size)
   if training:
     ds = ds.shuffle(min(n, SHUFFLE_BUFFER), seed=spec.seed, reshuffle_each_iteration=True)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder if training else False)
+  if training:
     seeds = tf.data.Dataset.random(seed=spec.seed).batch(2)
-    ds = tf.data.Dataset.zip((ds, seeds)).map(lambda x, s: train_map(x[0], x[1], s),
+    ds = tf.data.Dataset.zip((ds, seeds)).map(lambda b, s: train_map(b[0], b[1], s),
                                                num_parallel_calls=AUTOTUNE, deterministic=spec.deterministic)
   else:
     ds = ds.map(eval_map, num_parallel_calls=AUTOTUNE, deterministic=spec.deterministic)
   ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)), num_parallel_calls=AUTOTUNE)
-  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   options = tf.data.Options()
   options.deterministic = spec.deterministic
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
