@@ -44,9 +44,10 @@ def cifar_run(tmp_path_factory):
 
 
 def test_cifar_subset_learns(cifar_run):
-  # Measured 43.3% on the 3,000 test photos after 4 epochs (10,000 training photos, ~35 s on 2
-  # cores); chance is 10%. 30% leaves a margin of 13 points for run-to-run variation of the
-  # seeded run across machines, and still cannot be reached without learning.
+  # Measured 41.5% and 43.3% (two versions of the augmentation code) on the 3,000 test photos
+  # after 4 epochs (10,000 training photos, ~35 s on 2 cores); chance is 10%. 30% leaves a
+  # margin of over 10 points for run-to-run variation of the seeded run across machines, and
+  # still cannot be reached without learning.
   assert cifar_run.val_size == 3000 and cifar_run.train_size == 10_000
   assert cifar_run.val_accuracy > 0.30
   hist = cifar_run.history
