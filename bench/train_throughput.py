@@ -17,7 +17,6 @@ counted; the cold JPEG epoch runs after the synthetic ones, so it pays for no tr
 import os
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,24 +41,12 @@ def subset_tree(src, n, dst):
   return per * len(classes)
 
 
-class EpochTimer:
-  def __init__(self, keras):
-    class _T(keras.callbacks.Callback):
-      def __init__(self):
-        super().__init__()
-        self.times = []
-      def on_epoch_begin(self, epoch, logs=None):
-        self.t = time.perf_counter()
-      def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self.t)
-    self.cb = _T()
-
-
 def main(argv):
   del argv
   import sqznet_tf  # pylint: disable=g-import-not-at-top
   from sqznet_tf._keras import keras  # pylint: disable=g-import-not-at-top
   from sqznet_tf.data.pipeline import DataSpec, make_datasets  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.training.callbacks import EpochSeconds  # pylint: disable=g-import-not-at-top
   if len(FLAGS.images) != len(FLAGS.sizes):
     raise app.UsageError("--images needs one count per --sizes entry")
   rows = []
@@ -73,12 +60,12 @@ def main(argv):
                           num_classes=10).train
     jpeg = make_datasets(DataSpec("folder", os.path.join(tmp, "tree"), val_split=0.0, image_size=size),
                          FLAGS.batch_size).train
-    t = EpochTimer(keras)
-    model.fit(synth.repeat(), epochs=3, steps_per_epoch=steps, verbose=0, callbacks=[t.cb])
-    synthetic = n / min(t.cb.times[1:])
-    t = EpochTimer(keras)
-    model.fit(jpeg.repeat(), epochs=3, steps_per_epoch=steps, verbose=0, callbacks=[t.cb])
-    cold, warm = n / t.cb.times[0], n / min(t.cb.times[1:])
+    t = EpochSeconds()
+    model.fit(synth.repeat(), epochs=3, steps_per_epoch=steps, verbose=0, callbacks=[t])
+    synthetic = n / min(t.seconds[1:])
+    t = EpochSeconds()
+    model.fit(jpeg.repeat(), epochs=3, steps_per_epoch=steps, verbose=0, callbacks=[t])
+    cold, warm = n / t.seconds[0], n / min(t.seconds[1:])
     rows.append((size, n, synthetic, cold, warm))
     print(f"{size:>4} px  synthetic {synthetic:7.1f}  jpeg cold {cold:7.1f}  jpeg warm {warm:7.1f} img/s", flush=True)
   print(f"\nbatch {FLAGS.batch_size}, {FLAGS.model} with batch norm\n")
