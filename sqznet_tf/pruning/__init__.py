@@ -1,0 +1,1 @@
+"""Pruning on tfmot: per-layer targets, Dense-Sparse-Dense training, sensitivity analysis."""

@@ -1,0 +1,143 @@
+"""Per-layer pruning targets on tfmot and Dense -> Sparse -> Dense training."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import sqznet_tf
+from sqznet_tf._keras import keras
+from sqznet_tf.data.pipeline import DataSpec
+from sqznet_tf.errors import SqznetError
+from sqznet_tf.pruning import prune
+from sqznet_tf.pruning.dsd import DSDConfig, run_dsd
+from sqznet_tf.training.config import TrainConfig
+
+MAP = {"fire*_expand3x3": 0.67, "fire*_squeeze1x1": 0.3, "conv10": 0.5}
+KEEP = ("conv1", "fire9_*")
+
+
+def expected_zeros(n, sparsity):
+  return n - int(np.round(n * (1 - sparsity)))  # tfmot keeps round(n * (1 - s)) weights
+
+
+def kernels(model):
+  return {l.name: l.kernel.numpy().copy() for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))}
+
+
+def test_glob_map_reaches_exact_targets():
+  model = sqznet_tf.get_model("squeezenet_v1_1", classes=10, input_shape=(32, 32, 3))
+  targets = prune.resolve_targets(model, MAP, KEEP)
+  assert targets["fire2_expand3x3"] == 0.67 and targets["fire8_squeeze1x1"] == 0.3 and targets["conv10"] == 0.5
+  assert targets["conv1"] == 0.0 and targets["fire9_expand3x3"] == 0.0 and targets["fire2_expand1x1"] == 0.0
+  pruned = prune.prune_model(model, targets, prune.ScheduleSpec(begin_step=0, end_step=1))
+  pruned.compile("sgd", "categorical_crossentropy")
+  x = np.random.default_rng(0).uniform(size=(16, 32, 32, 3)).astype("float32")
+  y = keras.utils.to_categorical(np.arange(16) % 10, 10)
+  pruned.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=prune.pruning_callbacks())
+  stripped = prune.strip(pruned)
+  for row in prune.layer_sparsity(stripped):
+    t = targets[row["layer"]]
+    assert row["zeros"] == expected_zeros(row["weights"], t), row  # dense layers: 0 zeros
+  report = prune.sparsity_report(stripped)
+  assert 0 < report["sparsity"] < 0.67
+
+
+def test_spec_errors(tmp_path):
+  model = sqznet_tf.get_model("squeezenet_v1_1", classes=10, input_shape=(32, 32, 3))
+  with pytest.raises(SqznetError, match="sparsity 1.0 for 'conv10' is not accepted; expected a number in \\[0, 1\\)"):
+    prune.resolve_targets(model, {"conv10": 1.0})
+  with pytest.raises(SqznetError, match="sparsity -0.1"):
+    prune.load_spec("-0.1")
+  with pytest.raises(SqznetError, match="'fire1\\*' matches no prunable layer"):
+    prune.resolve_targets(model, {"fire1*": 0.5})
+  with pytest.raises(SqznetError, match="keep_dense entry 'conv0' matches no prunable layer"):
+    prune.resolve_targets(model, 0.5, ["conv0"])
+  path = tmp_path / "map.yaml"
+  path.write_text("'fire*_expand3x3': 0.67\nconv10: 0.5\n")
+  assert prune.load_spec(str(path)) == {"fire*_expand3x3": 0.67, "conv10": 0.5}
+  assert prune.load_spec('{"conv10": 0.25}') == {"conv10": 0.25} and prune.load_spec("0.5") == 0.5
+  base = TrainConfig(data=DataSpec("embedded", image_size=24))
+  with pytest.raises(SqznetError, match="every DSD phase has 0 epochs"):
+    DSDConfig(base, 0, 0, 0)
+  with pytest.raises(SqznetError, match="dense_epochs=0 needs init_weights"):
+    DSDConfig(base, 0, 1, 1)
+
+
+class WeightProbe(keras.callbacks.Callback):
+  """Kernels at the first step and after `after` steps of a phase."""
+
+  def __init__(self, after):
+    super().__init__()
+    self.after, self.first, self.later = after, None, None
+
+  def on_train_batch_begin(self, batch, logs=None):
+    if self.first is None:
+      self.first = kernels(self.model)
+
+  def on_train_batch_end(self, batch, logs=None):
+    if batch + 1 == self.after:
+      self.later = kernels(self.model)
+
+
+@pytest.fixture(scope="module")
+def dsd_run(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("dsd"))
+  base = TrainConfig(model="squeezenet_v1_1", overrides={"batch_norm": True}, data=DataSpec("embedded", image_size=24),
+                     batch_size=32, steps_per_epoch=8, verbose=0, histogram_freq=0)
+  probe = WeightProbe(after=8)
+  cfg = DSDConfig(base, 1, 1, 1, sparsity=MAP, keep_dense=KEEP, model_dir=root)
+  rows = run_dsd(cfg, extra_callbacks={"phase3_dense": lambda out_dir: [probe]})
+  return cfg, rows, probe
+
+
+def _load(cfg, path):
+  m = sqznet_tf.get_model("squeezenet_v1_1", batch_norm=True, classes=10, input_shape=(24, 24, 3))
+  m.load_weights(path)
+  return m
+
+
+def test_dsd_phases(dsd_run):
+  cfg, rows, probe = dsd_run
+  assert [r["phase"] for r in rows] == ["phase1_dense", "phase2_sparse", "phase3_dense"]
+  assert rows[0]["sparsity"] == 0.0 and rows[1]["sparsity"] > 0.3
+  assert rows[2]["learning_rate"] == pytest.approx(rows[1]["learning_rate"] / 10)
+  sparse = kernels(_load(cfg, os.path.join(cfg.model_dir, "phase2_sparse", "final.weights.h5")))
+  targets = prune.resolve_targets(_load(cfg, os.path.join(cfg.model_dir, "phase1_dense", "final.weights.h5")), MAP, KEEP)
+  for name, k in sparse.items():
+    # After the sparse phase every pruned layer is at its target, to one weight; dense ones have no zeros.
+    assert abs(int((k == 0).sum()) - expected_zeros(k.size, targets[name])) <= 1, name
+  pruned = {n for n, t in targets.items() if t > 0}
+  for name in pruned:
+    mask = sparse[name] == 0
+    # Phase 3, first step: pruned weights exactly zero, survivors as at the end of phase 2.
+    assert np.all(probe.first[name][mask] == 0), name
+    np.testing.assert_array_equal(probe.first[name][~mask], sparse[name][~mask])
+  # After some steps of phase 3 the pruned positions have grown back.
+  assert any(np.any(probe.later[n][sparse[n] == 0] != 0) for n in pruned)
+  assert os.path.exists(os.path.join(cfg.model_dir, "phase2_sparse", "logs", "pruning"))
+  assert json.load(open(os.path.join(cfg.model_dir, "dsd_summary.json")))[1]["phase"] == "phase2_sparse"
+
+
+def test_finished_phases_are_not_rerun(dsd_run):
+  cfg, rows, _ = dsd_run
+  again = run_dsd(cfg)
+  assert [r.get("resumed") for r in again] == ["done before"] * 3
+  assert [r["nonzero_params"] for r in again] == [r["nonzero_params"] for r in rows]
+
+
+def test_reload_still_wrapped_checkpoint(dsd_run):
+  cfg, _, _ = dsd_run
+  model = sqznet_tf.get_model("squeezenet_v1_1", batch_norm=True, classes=10, input_shape=(24, 24, 3))
+  wrapped = prune.prune_model(model, prune.resolve_targets(model, MAP, KEEP))
+  wrapped.load_weights(os.path.join(cfg.model_dir, "phase2_sparse", "checkpoints", "epoch-001.weights.h5"))
+  zeros = {r["layer"]: r["zeros"] for r in prune.layer_sparsity(prune.strip(wrapped))}
+  assert zeros["fire2_expand3x3"] == expected_zeros(9 * 16 * 64, 0.67)
+
+
+def test_sparsity_plot(tmp_path, dsd_run):
+  cfg, _, _ = dsd_run
+  report = prune.sparsity_report(_load(cfg, os.path.join(cfg.model_dir, "phase2_sparse", "final.weights.h5")))
+  prune.plot_sparsity(report, str(tmp_path / "sparsity.png"))
+  assert (tmp_path / "sparsity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
