@@ -8,8 +8,8 @@ in many layers, so low targets change nothing there).
 The proposed map gives each layer the largest tested sparsity whose drop alone is within
 --budget. Drops do not add up, so by default (--check_combined) the whole map is evaluated at
 once and the most sensitive layers are stepped down until the combined drop fits too.
---output_dir gets sensitivity.json, sensitivity.png and sparsity_map.json (the format of the
-pruning tools' --sparsity_map). The JSON result is the last line of stdout with --format=json.
+--output_dir gets sensitivity.json, sensitivity.png and sparsity_map.json (what
+sqznet-dsd --sparsity=FILE reads). The JSON result is the last line of stdout with --format=json.
 
 Data layouts as in sqznet-evaluate (folders, flat with --labels, tfrecord).
 
