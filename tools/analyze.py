@@ -11,6 +11,7 @@ Examples:
   sqznet-analyze --model=squeezenet_v1_0 --squeeze_ratio=0.75 --pct3x3=0.25 --format=json
   sqznet-analyze --compare=squeezenet_v1_0,squeezenet_v1_1,alexnet,alexnet_owt
   sqznet-analyze --kernel_example=64,64,56
+  sqznet-analyze --model=squeezenet_v1_0_caffe --weights=imagenet --sparsity_png=sparsity.png
 """
 
 import os
@@ -46,6 +47,9 @@ flags.DEFINE_integer("index_bits", 4, "Bits of the relative index per stored wei
 flags.DEFINE_list("kernel_example", None, "C,C',N: compare one 5x5 conv (1 -> C channels) with two "
                   "stacked 3x3 convs (1 -> C -> C') on an NxN map, closed form and measured.")
 flags.DEFINE_string("output", None, "Also write the JSON report to this file (atomically).")
+flags.DEFINE_string("weights", None, "Load weights ('imagenet', a .net file, Keras weights) and report the "
+                    "share of zero (pruned) kernel weights per layer.")
+flags.DEFINE_string("sparsity_png", None, "With --weights: also draw per-layer sparsity as a PNG bar chart.")
 
 cli.define_override_flags()
 
@@ -93,9 +97,18 @@ def kernel_example(values, fmt):
 
 def single(name, overrides, fmt):
   from sqznet_tf.analysis import cost  # pylint: disable=g-import-not-at-top
-  report = cost.analyze(name, FLAGS.input_size, FLAGS.classes, **overrides)
+  report = cost.analyze(name, FLAGS.input_size, FLAGS.classes, weights=FLAGS.weights, **overrides)
   report.model = label(name, overrides)
   d = report.to_dict(FLAGS.density, FLAGS.bits, FLAGS.index_bits, FLAGS.all_layers)
+  if FLAGS.weights:
+    d["weights"] = FLAGS.weights
+    d["sparsity_layers"] = report.sparsity_rows()
+    if FLAGS.sparsity_png:
+      from sqznet_tf.pruning import prune  # pylint: disable=g-import-not-at-top
+      prune.plot_sparsity({"model": report.model, "layers": d["sparsity_layers"],
+                           "sparsity": d["kernel_sparsity"]}, FLAGS.sparsity_png)
+  elif FLAGS.sparsity_png:
+    raise SqznetError("--sparsity_png needs --weights (a model with random weights has no zeros)")
   if FLAGS.output:
     cli.write_json_atomic(FLAGS.output, d)
   if fmt == "json":
@@ -107,7 +120,14 @@ def single(name, overrides, fmt):
   rows = [dict(l, output_shape=l["output_shape"]) for l in d["layers"]]
   rows.append({"name": "total", "params": d["params"], "macs": d["macs"], "weight_bytes": d["weight_bytes"],
                "activation_bytes": d["activation_bytes"], "intensity": d["intensity"]})
-  print(reporting.table(rows, LAYER_COLUMNS, markdown=md))
+  columns = LAYER_COLUMNS + (["sparsity"] if FLAGS.weights else [])
+  if FLAGS.weights:
+    sparsity = {r["layer"]: r["sparsity"] for r in d["sparsity_layers"]}
+    for r in rows:
+      if r.get("name") in sparsity:
+        r["sparsity"] = round(sparsity[r["name"]], 3)
+    rows[-1]["sparsity"] = d["kernel_sparsity"]
+  print(reporting.table(rows, columns, markdown=md))
   print()
   sizes = d["sizes"]
   pairs = [("parameters", f"{d['params']:,}"),

@@ -13,6 +13,8 @@ import dataclasses
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from sqznet_tf._keras import keras
 from sqznet_tf.analysis import storage
 from sqznet_tf.errors import SqznetError
@@ -32,6 +34,7 @@ class LayerCost:
   weight_bytes: int
   input_bytes: int
   activation_bytes: int
+  kernel_zeros: int = 0  # kernel weights that are exactly zero (pruned), conv and dense layers
 
   @property
   def intensity(self) -> float:
@@ -43,6 +46,9 @@ class LayerCost:
     d["output_shape"] = list(self.output_shape)
     d["intensity"] = round(self.intensity, 3)
     return d
+
+  def sparsity(self, kernel_size: int) -> float:
+    return self.kernel_zeros / kernel_size if kernel_size else 0.0
 
 
 @dataclasses.dataclass
@@ -74,6 +80,20 @@ class CostReport:
       out["deep_compression"] = dict(dc, density=d, bits=b, index_bits=index_bits)
     return out
 
+  @property
+  def kernel_weights(self) -> int:
+    return sum(k for _, k, _ in self.kernel_and_bias)
+
+  @property
+  def kernel_zeros(self) -> int:
+    return sum(l.kernel_zeros for l in self.layers)
+
+  def sparsity_rows(self) -> List[dict]:
+    """Per weighted layer: kernel weights, zeros and sparsity (the pruning report's layout)."""
+    zeros = {l.name: l.kernel_zeros for l in self.layers}
+    return [{"layer": n, "weights": k, "zeros": zeros[n], "sparsity": zeros[n] / k if k else 0.0}
+            for n, k, _ in self.kernel_and_bias]
+
   def to_dict(self, density=None, bits=None, index_bits=4, all_layers=False) -> dict:
     return {
         "model": self.model,
@@ -83,6 +103,7 @@ class CostReport:
         "weight_bytes": self.weight_bytes,
         "activation_bytes": self.activation_bytes,
         "intensity": round(self.intensity, 3),
+        "kernel_sparsity": round(self.kernel_zeros / self.kernel_weights, 4) if self.kernel_weights else 0.0,
         "sizes": self.sizes(density, bits, index_bits),
         "layers": [l.to_dict() for l in self.layers if all_layers or l.type not in FUSED_TYPES],
     }
@@ -148,6 +169,10 @@ def analyze_model(model, bytes_per_element: int = 4) -> CostReport:
     pair = _kernel_and_bias(layer)
     if pair:
       kb.append((layer.name, *pair))
+      kernel = getattr(layer, "kernel", None)
+      if kernel is None:
+        kernel = layer.depthwise_kernel
+      layers[-1].kernel_zeros = int(np.count_nonzero(kernel.numpy() == 0))
   shown = [l for l in layers if l.type not in FUSED_TYPES]
   return CostReport(
       model=model.name, input_size=tuple(_shapes(model.inputs[0])[0][1:]),
@@ -158,13 +183,16 @@ def analyze_model(model, bytes_per_element: int = 4) -> CostReport:
       layers=layers, kernel_and_bias=kb, bytes_per_element=bytes_per_element)
 
 
-def analyze(name: str, input_size: Optional[int] = None, classes: int = 1000, **overrides) -> CostReport:
+def analyze(name: str, input_size: Optional[int] = None, classes: int = 1000, weights=None,
+            **overrides) -> CostReport:
   """Builds the registered model `name` at a square `input_size` and analyses it.
 
   Args:
     name: a registry name (see `sqznet_tf.list_models()`).
     input_size: input side in pixels; default: the variant's own (224 or 227).
     classes: number of classes of the classifier.
+    weights: optional weights to load ("imagenet", a .net file, Keras weights), so that the
+      report counts their zero (pruned) kernel weights.
     **overrides: metaparameter overrides (squeeze_ratio=0.75, ...).
   """
   from sqznet_tf.models import get_config, build  # pylint: disable=g-import-not-at-top
@@ -173,7 +201,7 @@ def analyze(name: str, input_size: Optional[int] = None, classes: int = 1000, **
                                  or input_size < 1):
     raise SqznetError(f"input_size={input_size!r} is not accepted; expected a positive integer")
   size = input_size or config.default_input_size
-  model = build(config, input_shape=(size, size, 3), classes=classes)
+  model = build(config, input_shape=(size, size, 3), classes=classes, weights=weights)
   report = analyze_model(model)
   keras.backend.clear_session()
   return report

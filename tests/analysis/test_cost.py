@@ -84,3 +84,12 @@ def test_grouped_conv_macs_halve(models):
 def test_analyze_rejects_bad_input_size():
   with pytest.raises(SqznetError, match="input_size=0"):
     cost.analyze("squeezenet_v1_1", input_size=0)
+
+
+def test_sparsity_of_the_pretrained_release(pretrained):
+  report = cost.analyze_model(pretrained)
+  assert report.kernel_weights == 1_248_424 - 3_976
+  assert round(report.kernel_zeros / report.kernel_weights, 3) == 0.666  # REFERENCE.md section 7
+  rows = {r["layer"]: r for r in report.sparsity_rows()}
+  assert len(rows) == 26 and rows["conv10"]["sparsity"] > 0.75 and rows["fire2_squeeze1x1"]["sparsity"] < 0.05
+  assert report.to_dict()["kernel_sparsity"] == round(report.kernel_zeros / report.kernel_weights, 4)

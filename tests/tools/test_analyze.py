@@ -57,3 +57,14 @@ def test_bad_input_is_one_line_without_traceback(args, fragment):
   assert fragment in r.stderr
   assert "Traceback" not in r.stderr
   assert r.stdout == ""
+
+
+def test_sparsity_report_of_real_weights(tmp_path, release_path):
+  png = tmp_path / "sparsity.png"
+  r = run("--model=squeezenet_v1_0_caffe", f"--weights={release_path}", f"--sparsity_png={png}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  d = json.loads(r.stdout.strip().splitlines()[-1])
+  assert round(d["kernel_sparsity"], 3) == 0.666 and len(d["sparsity_layers"]) == 26
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  r = run("--sparsity_png=x.png")
+  assert r.returncode != 0 and "--sparsity_png needs --weights" in r.stderr
