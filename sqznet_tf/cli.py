@@ -33,7 +33,24 @@ def run_main(main, allow_args: bool = False):
       return main(argv)
     except SqznetError as e:
       usage_error(str(e))
+  _key_flags_for_main(main)
   app.run(wrapped)
+
+
+def _key_flags_for_main(main) -> None:
+  """Makes --helpshort list the binary's flags when it runs as a console script.
+
+  absl shows the flags of the module named by sys.argv[0]; a console script's argv[0] is the
+  wrapper, not the module that defined the flags (here, or in a shared flags module).
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  fv = flags.FLAGS
+  target = sys.argv[0] if sys.argv else None
+  if not target:
+    return
+  for module in (main.__module__, "sqznet_tf.training.flags", __name__):
+    for flag in fv.get_key_flags_for_module(module):
+      fv.register_key_flag_for_module(target, flag)
 
 
 def write_atomic(path: str, text: str) -> None:
