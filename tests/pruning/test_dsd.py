@@ -141,3 +141,22 @@ def test_sparsity_plot(tmp_path, dsd_run):
   report = prune.sparsity_report(_load(cfg, os.path.join(cfg.model_dir, "phase2_sparse", "final.weights.h5")))
   prune.plot_sparsity(report, str(tmp_path / "sparsity.png"))
   assert (tmp_path / "sparsity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_polynomial_schedule_reaches_the_target_at_end_step():
+  model = sqznet_tf.get_model("squeezenet_v1_1", classes=10, input_shape=(24, 24, 3))
+  targets = prune.resolve_targets(model, {"conv10": 0.8})
+  pruned = prune.prune_model(model, targets, prune.ScheduleSpec("polynomial", begin_step=0, end_step=4,
+                                                                frequency=1, power=1.0))
+  pruned.compile("sgd", "categorical_crossentropy")
+  x = np.random.default_rng(1).uniform(size=(8, 24, 24, 3)).astype("float32")
+  y = keras.utils.to_categorical(np.arange(8) % 10, 10)
+  seen = []
+  class Probe(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+      seen.append({r["layer"]: r["sparsity"] for r in prune.layer_sparsity(self.model)}["conv10"])
+  pruned.fit(x, y, batch_size=1, epochs=1, verbose=0, callbacks=prune.pruning_callbacks() + [Probe()])
+  assert seen[0] < 0.8 and seen == sorted(seen)  # grows step by step
+  assert abs(seen[-1] - 0.8) < 1 / 5120 + 1e-9  # conv10 has 512 * 10 weights: target to one weight
+  with pytest.raises(SqznetError, match="polynomial pruning needs end_step > begin_step"):
+    prune.ScheduleSpec("polynomial", begin_step=5, end_step=5)
