@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from sqznet_tf._keras import keras, tf
+from sqznet_tf._keras import keras
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -19,7 +19,7 @@ class LearningRateLogger(keras.callbacks.Callback):
     lr = opt.learning_rate
     if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
       lr = lr(opt.iterations)
-    logs["learning_rate"] = float(tf.keras.backend.get_value(lr)) if not hasattr(lr, "numpy") else float(lr.numpy())
+    logs["learning_rate"] = float(keras.backend.get_value(lr))
 
 
 class HistoryFile(keras.callbacks.Callback):

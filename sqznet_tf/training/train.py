@@ -148,7 +148,8 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
   if config.classes and config.classes != data.num_classes:
     raise SqznetError(f"classes={config.classes} but the data has {data.num_classes} classes")
   if data.skipped:
-    print(f"skipping {len(data.skipped)} unreadable images, e.g. {data.skipped[0]}", flush=True)
+    from sqznet_tf.reporting import progress  # pylint: disable=g-import-not-at-top
+    progress(f"skipping {len(data.skipped)} unreadable images, e.g. {data.skipped[0]}")
   steps = config.steps_per_epoch or max(1, data.train_size // config.batch_size)
   train_ds = data.train.repeat()
   val_ds, val_steps = data.val, None
