@@ -172,3 +172,73 @@ def read(path: Union[str, os.PathLike]) -> CompressedNet:
     return decode(data)
   except SqznetError as e:
     raise SqznetError(f"{path}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the release's format.
+
+
+def sparse_entries(flat: np.ndarray, codes_of_nonzero: np.ndarray, max_gap: int = 15):
+  """(codes, gaps) of a flat kernel's non-zero weights, with filler entries (code 0) for gaps
+  longer than `max_gap`, placed greedily every max_gap + 1 positions as Deep Compression does.
+
+  Args:
+    flat: the flat kernel.
+    codes_of_nonzero: codebook index of each non-zero weight, in order.
+  """
+  positions = np.flatnonzero(flat)
+  codes, gaps = [], []
+  prev = -1
+  for pos, code in zip(positions.tolist(), codes_of_nonzero.tolist()):
+    gap = pos - prev - 1
+    while gap > max_gap:
+      codes.append(0)
+      gaps.append(max_gap)
+      gap -= max_gap + 1
+    codes.append(code)
+    gaps.append(gap)
+    prev = pos
+  return np.asarray(codes, np.uint8), np.asarray(gaps, np.uint8)
+
+
+def _pack_gaps(gaps: np.ndarray) -> bytes:
+  padded = np.zeros(2 * ((gaps.size + 1) // 2), np.uint8)
+  padded[:gaps.size] = gaps
+  return (padded[0::2] | (padded[1::2] << 4)).astype(np.uint8).tobytes()
+
+
+def encode_layers(layers: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bytes:
+  """Bytes of the release format from (kernel in Caffe layout, bias, codebook[256]) per layer.
+
+  Every non-zero weight must equal a codebook entry other than entry 0 (which must be 0.0).
+
+  Raises:
+    SqznetError: naming the layer whose weights are not in its codebook.
+  """
+  if len(layers) != len(LAYERS):
+    raise SqznetError(f"the release format holds {len(LAYERS)} layers; got {len(layers)}")
+  header, body = [], []
+  for (name, _, shape), (kernel, bias, codebook) in zip(LAYERS, layers):
+    kernel = np.asarray(kernel, np.float32)
+    codebook = np.asarray(codebook, np.float32)
+    if kernel.shape != tuple(shape) or codebook.shape != (CODEBOOK_SIZE,) or codebook[0] != 0.0:
+      raise SqznetError(f"layer {name}: expected kernel {shape} and a 256-entry codebook starting with 0.0")
+    flat = kernel.reshape(-1)
+    values = flat[flat != 0]
+    # The first codebook entry holding each value (entries 1..255; entry 0 is the filler's 0.0).
+    order = np.argsort(codebook[1:], kind="stable")
+    sorted_book = codebook[1:][order]
+    where = np.searchsorted(sorted_book, values)
+    where = np.clip(where, 0, sorted_book.size - 1)
+    if values.size and not np.array_equal(sorted_book[where], values):
+      bad = int(np.flatnonzero(sorted_book[where] != values)[0])
+      raise SqznetError(f"layer {name}: weight {float(values[bad]):.6g} is not in its codebook")
+    codes, gaps = sparse_entries(flat, order[where] + 1)
+    header.append(codes.size)
+    body += [codebook.astype("<f4").tobytes(), np.asarray(bias, "<f4").tobytes(), codes.tobytes(), _pack_gaps(gaps)]
+  return np.asarray(header, "<u4").tobytes() + b"".join(body)
+
+
+def encode(net: CompressedNet) -> bytes:
+  """Re-encodes decoded layers (their kernels and codebooks) in the release format."""
+  return encode_layers([(l.kernel, l.bias, l.codebook) for l in net.layers])

@@ -136,3 +136,26 @@ def test_saved_weights_keep_their_metadata(tmp_path, pretrained):
   np.testing.assert_array_equal(m.get_layer("conv10").get_weights()[0],
                                 pretrained.get_layer("conv10").get_weights()[0])
   assert sorted(os.listdir(tmp_path)) == ["sq.weights.h5", "sq.weights.h5.sqznet.json"]
+
+
+def test_reencoding_the_release_gives_the_same_bytes(raw, net):
+  # Fillers placed greedily every 16 positions reproduce the release's own placement.
+  assert dc.encode(net) == raw
+
+
+def test_encoder_refuses_weights_outside_the_codebook(net):
+  layers = [(l.kernel.copy(), l.bias, l.codebook) for l in net.layers]
+  layers[3][0].reshape(-1)[np.flatnonzero(layers[3][0])[0]] = 123.456
+  with pytest.raises(SqznetError, match="layer fire2_expand3x3: weight 123.456 is not in its codebook"):
+    dc.encode_layers(layers)
+  with pytest.raises(SqznetError, match="holds 26 layers; got 25"):
+    dc.encode_layers(layers[:25])
+
+
+def test_sparse_entries_bridge_long_gaps_with_fillers():
+  flat = np.zeros(40, np.float32)
+  flat[[0, 20, 39]] = 1.0
+  codes, gaps = dc.sparse_entries(flat, np.array([5, 6, 7]))
+  # 0 -> 20: gap 19 = one filler (gap 15) + gap 3; 20 -> 39: gap 18 = filler + gap 2.
+  assert codes.tolist() == [5, 0, 6, 0, 7] and gaps.tolist() == [0, 15, 3, 15, 2]
+  assert (np.cumsum(gaps.astype(int) + 1) - 1)[[0, 2, 4]].tolist() == [0, 20, 39]
