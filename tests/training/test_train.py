@@ -174,3 +174,18 @@ def test_bad_flags(tmp_path, args, fragment):
   r = run_train("--data=embedded", *args, f"--model_dir={tmp_path}")
   assert r.returncode != 0
   assert fragment in r.stderr and "Traceback" not in r.stderr
+
+
+def test_saved_model_evaluates_with_its_own_metadata(cifar_run):
+  from sqznet_tf import evaluation
+  from sqznet_tf.data import preprocessing, sources
+  model, info = evaluation.load_classifier(saved_model=os.path.join(cifar_run.model_dir, "saved_model"))
+  assert info is not None and info.preprocessing.crop_size == 32 and info.classes == 10
+  test_dir = shared_data_dir("cifar10_subset", "test")
+  src = sources.open_source(str(test_dir))
+  assert src.class_names == info.labels.split(",")
+  r = evaluation.evaluate(model, src, preprocessing.Preprocessor(info.preprocessing), batch_size=100,
+                          progress=False)
+  # Same 3,000 photos as training's validation; the evaluation path (Python decode, tf.image
+  # resize to 36, centre crop) differs from the tf.data one only in rounding to uint8.
+  assert r.n == 3000 and abs(r.top1 - cifar_run.val_accuracy) < 0.03
