@@ -246,7 +246,7 @@ def _finish(ds, spec: DataSpec, n: int, num_classes: int, batch_size: int, train
 
 def resize_size_for(spec: DataSpec) -> int:
   """Side images are resized to before cropping (image_size / the preset's crop fraction)."""
-  return spec.prep.resize_size if spec.augmentation != "random_resized_crop" else spec.prep.resize_size
+  return spec.prep.resize_size
 
 
 def _from_files(paths, labels, spec: DataSpec, resize_size: int, shuffle_files: bool):
@@ -319,6 +319,7 @@ def _tfrecord_dataset(files, spec: DataSpec, resize_size: int, num_classes: int)
 
 
 def _count_records(files) -> int:
+  """Records in the files (reads them once; for very large sets pass --steps_per_epoch instead)."""
   return sum(1 for _ in tf.data.TFRecordDataset(files))
 
 
