@@ -98,7 +98,7 @@ class Datasets:
   Attributes:
     train, val: batched tf.data datasets of (image float32 NHWC, one-hot label); val may be None.
     num_classes, class_names: label space.
-    train_size, val_size: examples per epoch (known before training).
+    train_size, val_size: examples per epoch (0 when unknown: TFRecords over 1 GB).
     skipped: paths of unreadable files left out.
     preprocessing: the normalisation applied (travels with the trained weights).
   """
@@ -214,7 +214,7 @@ SHUFFLE_BUFFER = 1024  # examples; small enough that decoding overlaps training 
 
 
 def _fits_cache(spec: DataSpec, n: int, resize_size: int) -> bool:
-  return n * resize_size * resize_size * 3 <= spec.cache_bytes
+  return 0 < n and n * resize_size * resize_size * 3 <= spec.cache_bytes
 
 
 def _finish(ds, spec: DataSpec, n: int, num_classes: int, batch_size: int, training: bool,
@@ -229,7 +229,7 @@ def _finish(ds, spec: DataSpec, n: int, num_classes: int, batch_size: int, train
     ds = ds.cache()
   train_map, eval_map = _augmenter(spec, resize_size)
   if training:
-    ds = ds.shuffle(min(n, SHUFFLE_BUFFER), seed=spec.seed, reshuffle_each_iteration=True)
+    ds = ds.shuffle(min(n, SHUFFLE_BUFFER) if n else SHUFFLE_BUFFER, seed=spec.seed, reshuffle_each_iteration=True)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder if training else False)
   if training:
     seeds = tf.data.Dataset.random(seed=spec.seed).batch(2)
@@ -290,7 +290,7 @@ def embedded_split(seed: int = 0):
 
 def _tfrecord_label_check(files: List[str], num_classes: int, offset: int) -> None:
   """Reads every label (not the images) when the records total under 1 GB; errors before training."""
-  if sum(os.path.getsize(f) for f in files) > 1 << 30:
+  if sum(os.path.getsize(f) for f in files) > COUNT_LIMIT_BYTES:
     return
   spec = {"image/class/label": tf.io.FixedLenFeature([], tf.int64)}
   ds = tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, spec)["image/class/label"])
@@ -318,8 +318,16 @@ def _tfrecord_dataset(files, spec: DataSpec, resize_size: int, num_classes: int)
   return ds.ignore_errors() if not spec.strict else ds
 
 
+COUNT_LIMIT_BYTES = 1 << 30
+
+
 def _count_records(files) -> int:
-  """Records in the files (reads them once; for very large sets pass --steps_per_epoch instead)."""
+  """Records in the files, read once when they total under 1 GB; 0 (unknown) above that.
+
+  Counting ImageNet's 140 GB would read it all; a large set needs --steps_per_epoch instead.
+  """
+  if sum(os.path.getsize(f) for f in files) > COUNT_LIMIT_BYTES:
+    return 0
   return sum(1 for _ in tf.data.TFRecordDataset(files))
 
 

@@ -150,10 +150,14 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
   if data.skipped:
     from sqznet_tf.reporting import progress  # pylint: disable=g-import-not-at-top
     progress(f"skipping {len(data.skipped)} unreadable images, e.g. {data.skipped[0]}")
+  if not config.steps_per_epoch and not data.train_size:
+    raise SqznetError(f"the size of {config.data.path!r} is not known without reading it all (over 1 GB of "
+                      "TFRecords); pass --steps_per_epoch (e.g. 1,281,167 / batch size for ImageNet)")
   steps = config.steps_per_epoch or max(1, data.train_size // config.batch_size)
   train_ds = data.train.repeat()
   val_ds, val_steps = data.val, None
-  if val_ds is not None and multi_worker:
+  if val_ds is not None and multi_worker and data.val_size:
+    # Equal, finite validation steps on every worker (uneven shards would stall the collectives).
     val_steps = max(1, data.val_size // config.batch_size)
     val_ds = val_ds.repeat()
 

@@ -91,3 +91,20 @@ def test_tfds_without_the_package_is_a_clear_error():
     pass
   with pytest.raises(SqznetError, match="needs tensorflow-datasets"):
     pipeline.make_datasets(DataSpec("tfds", "mnist"), 8)
+
+
+def test_large_tfrecords_are_not_counted(tmp_path, tiny_tree, monkeypatch):
+  from sqznet_tf._keras import tf
+  path = tmp_path / "train.tfrecord"
+  with tf.io.TFRecordWriter(str(path)) as w:
+    for f in sorted((tiny_tree / "cat").iterdir())[:3]:
+      feats = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[f.read_bytes()])),
+               "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))}
+      w.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+  monkeypatch.setattr(pipeline, "COUNT_LIMIT_BYTES", 10)  # as if the records were over 1 GB
+  d = pipeline.make_datasets(DataSpec("tfrecord", str(path), image_size=32), 2, num_classes=2)
+  assert d.train_size == 0 and next(iter(d.train))[0].shape == (2, 32, 32, 3)
+  from sqznet_tf.training.config import TrainConfig
+  from sqznet_tf.training.train import train
+  with pytest.raises(SqznetError, match="pass --steps_per_epoch"):
+    train(TrainConfig(data=DataSpec("tfrecord", str(path), image_size=32), classes=2, model_dir=str(tmp_path / "m")))
