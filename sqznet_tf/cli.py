@@ -105,3 +105,29 @@ def define_override_flags() -> None:
 def overrides_from_flags(flag_values) -> dict:
   """The metaparameter override flags that were set, as a dict."""
   return {k: getattr(flag_values, k) for k in OVERRIDE_FLAGS if getattr(flag_values, k) is not None}
+
+
+def define_classifier_data_flags() -> None:
+  """Defines --model, --weights, --saved_model and the labelled-data flags (--data_dir, --data_format,
+  --labels, --label_offset) shared by sqznet-evaluate and sqznet-sensitivity."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.data.sources import FORMATS  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.models.configs import list_models  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("model", "squeezenet_v1_0_caffe", f"Registered model: {', '.join(list_models())}.")
+  flags.DEFINE_string("weights", "imagenet", "'imagenet' (the Deep Compression release, via the Keras "
+                      "cache), a .net file, or Keras weights saved by this package.")
+  flags.DEFINE_string("saved_model", None, "A Keras model saved by this package (replaces --model/--weights).")
+  flags.DEFINE_string("data_dir", None, "Folder (or TFRecord file/glob) of labelled images.", required=True)
+  flags.DEFINE_enum("data_format", "auto", FORMATS, "Layout of --data_dir.")
+  flags.DEFINE_string("labels", None, "Synset file ('nXXXXXXXX name' per line, line i = class i); needed "
+                      "for flat folders, used for folder names that are WordNet ids.")
+  flags.DEFINE_integer("label_offset", 0, "Subtracted from TFRecord labels (1 for 1-based ImageNet records).")
+
+
+def source_from_flags(flag_values):
+  """The labelled image source that --data_dir, --data_format, --labels and --label_offset describe."""
+  from sqznet_tf.data import sources  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.weights import labels as labels_lib  # pylint: disable=g-import-not-at-top
+  f = flag_values
+  labels = labels_lib.read_labels(f.labels) if f.labels else None
+  return sources.open_source(f.data_dir, f.data_format, labels, f.label_offset)

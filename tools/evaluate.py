@@ -24,20 +24,11 @@ if __name__ == "__main__" and __package__ in (None, ""):
 from absl import flags  # noqa: E402
 
 from sqznet_tf import cli, reporting  # noqa: E402
-from sqznet_tf.data import preprocessing, sources  # noqa: E402
-from sqznet_tf.models import configs  # noqa: E402
+from sqznet_tf.data import preprocessing  # noqa: E402
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model", "squeezenet_v1_0_caffe", f"Registered model: {', '.join(configs.list_models())}.")
-flags.DEFINE_string("weights", "imagenet", "'imagenet' (the Deep Compression release, via the Keras "
-                    "cache), a .net file, or Keras weights saved by this package.")
-flags.DEFINE_string("saved_model", None, "A Keras model saved by this package (replaces --model/--weights).")
-flags.DEFINE_string("data_dir", None, "Folder (or TFRecord file/glob) of labelled images.", required=True)
-flags.DEFINE_enum("data_format", "auto", sources.FORMATS, "Layout of --data_dir.")
-flags.DEFINE_string("labels", None, "Synset file ('nXXXXXXXX name' per line, line i = class i); needed "
-                    "for flat folders, used for folder names that are WordNet ids.")
-flags.DEFINE_integer("label_offset", 0, "Subtracted from TFRecord labels (1 for 1-based ImageNet records).")
+cli.define_classifier_data_flags()
 flags.DEFINE_enum("preprocessing", None, list(preprocessing.PRESETS),
                   "Preset; default: the one stored with the weights (caffe for the release).")
 flags.DEFINE_integer("crop_size", None, "Centre-crop side; default: the preset's (caffe 227).", lower_bound=1)
@@ -71,9 +62,7 @@ def resolve_preprocessing(info):
 def main(argv):
   del argv
   from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.weights import labels as labels_lib  # pylint: disable=g-import-not-at-top
-  labels = labels_lib.read_labels(FLAGS.labels) if FLAGS.labels else None
-  source = sources.open_source(FLAGS.data_dir, FLAGS.data_format, labels, FLAGS.label_offset)
+  source = cli.source_from_flags(FLAGS)
   reporting.progress(f"{source.layout} source {source.location}: "
                      f"{len(source) if source.size_known else 'unknown number of'} images")
   model, info = evaluation.load_classifier(FLAGS.model, FLAGS.weights, FLAGS.saved_model, FLAGS.crop_size)
