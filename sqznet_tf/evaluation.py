@@ -155,7 +155,8 @@ def load_classifier(model_name: Optional[str] = None, weights: Optional[str] = N
 
   Args:
     model_name: registry name (ignored when `saved_model` is given).
-    weights: "imagenet", a `.net` file, Keras weights saved by this package, or None.
+    weights: "imagenet", a `.net` file, a `.sqz` container (which names its own architecture), Keras
+      weights saved by this package, or None.
     saved_model: a Keras model file (.h5, .keras) or SavedModel folder saved by this package.
     input_size: square input side; default: the metadata's crop size, else the variant's own.
 
@@ -181,6 +182,9 @@ def load_classifier(model_name: Optional[str] = None, weights: Optional[str] = N
         info = weights_lib.WeightsInfo.from_dict(json.load(f))
       weights_lib.attach_info(model, info)
     return model, info
+  if weights and str(weights).endswith(".sqz") and os.path.exists(weights):
+    from sqznet_tf.compression import container  # pylint: disable=g-import-not-at-top
+    return container.build_model(weights, model_name=model_name, input_size=input_size)
   if not model_name:
     raise SqznetError("give a model (registry name) or a saved model")
   config = get_config(model_name)

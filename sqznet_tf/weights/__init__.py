@@ -4,6 +4,7 @@
   - "imagenet": the Deep Compression release of SqueezeNet v1.0, fetched once through the Keras
     file cache (pinned commit, sha256 checked; offline, a cached file is used);
   - a path to a `.net` file in that format;
+  - a path to a `.sqz` container written by `sqznet_tf.compression` (sparse, weight-shared);
   - a path to Keras weights saved by this package (`save_weights`), with its metadata beside it.
 The metadata (preprocessing, labels, source, licence) is attached to the model; read it back with
 `weights_info(model)`.
@@ -165,8 +166,13 @@ def save_weights(model, path: str, info: Optional[WeightsInfo] = None) -> None:
     write_atomic(path + INFO_SUFFIX, json.dumps(info.to_dict(), indent=2) + "\n")
 
 
+def _is_container(weights) -> bool:
+  from sqznet_tf.compression import container  # pylint: disable=g-import-not-at-top
+  return str(weights).endswith(container.SUFFIX) or container.is_container(weights)
+
+
 def load_weights(model, weights) -> Optional[WeightsInfo]:
-  """Loads `weights` ("imagenet", a `.net` file, or Keras weights) into `model`.
+  """Loads `weights` ("imagenet", a `.net` file, a `.sqz` container, or Keras weights) into `model`.
 
   Returns the weights' metadata (also attached to the model, see `weights_info`), or None.
   """
@@ -176,6 +182,11 @@ def load_weights(model, weights) -> Optional[WeightsInfo]:
     info = IMAGENET_INFO
     net = deep_compression.read(fetch_imagenet())
     load_compressed(model, net, info)
+  elif _is_container(weights):
+    from sqznet_tf.compression import container  # pylint: disable=g-import-not-at-top
+    data = container.read(weights)
+    container.load_into(model, data, str(weights))
+    info = WeightsInfo.from_dict(data.config["info"]) if data.config.get("info") else None
   elif str(weights).endswith(".net"):
     net = deep_compression.read(weights)
     info = dataclasses.replace(IMAGENET_INFO, name=os.path.basename(str(weights)),

@@ -1,0 +1,193 @@
+"""Weight sharing: k-means over a kernel's non-zero weights (numpy; no TensorFlow, no training).
+
+Deep Compression (Han et al., arXiv:1510.00149, section 3) replaces the weights of a layer by
+2^bits shared values: one code of `bits` bits per weight indexes a per-layer codebook. As in its
+SqueezeNet release, code 0 is reserved for exact zero (pruned weights and the filler entries of
+the sparse layout), so the non-zero weights share 2^bits - 1 centroids. "optimal" (the default)
+is the exact least-squares 1-D k-means by dynamic programming (over at most 1024 distinct values
+or equal-weight bins, then Lloyd iterations); the other choices initialise the centroids
+linearly between the smallest and largest weight (the paper's choice before retraining), by
+density (quantiles), at random weights or by k-means++, and refine them by Lloyd iterations.
+This is the no-retraining form. `tfmot_ops.cluster_model` is the form that
+fine-tunes the centroids.
+"""
+
+import dataclasses
+from typing import Tuple
+
+import numpy as np
+
+from sqznet_tf.errors import SqznetError
+
+INITS = ("optimal", "linear", "density", "random", "kmeans_plus_plus")
+DP_MAX_VALUES = 1024  # distinct values (or bins) the exact dynamic programme runs over
+
+
+@dataclasses.dataclass
+class Shared:
+  """A kernel after weight sharing.
+
+  Attributes:
+    codebook: float32 shared values, at most 2^bits; codebook[0] is 0.0.
+    codes: uint8 codes, the kernel's shape; 0 where the weight is zero.
+  """
+  codebook: np.ndarray
+  codes: np.ndarray
+
+  @property
+  def kernel(self) -> np.ndarray:
+    return self.codebook[self.codes]
+
+
+def check_bits(bits) -> int:
+  if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
+    raise SqznetError(f"bits={bits!r} is not accepted; expected an integer from 1 to 8 "
+                      "(a codebook of 2^bits values per layer, code 0 reserved for zero)")
+  return int(bits)
+
+
+def check_init(init: str) -> str:
+  if init not in INITS:
+    raise SqznetError(f"centroid initialisation {init!r} is not accepted; expected one of {', '.join(INITS)}")
+  return init
+
+
+def _initial(values: np.ndarray, weights: np.ndarray, k: int, init: str, rng) -> np.ndarray:
+  if init == "linear":
+    return np.linspace(values[0], values[-1], k)
+  if init == "density":
+    cdf = np.cumsum(weights) / weights.sum()
+    return np.interp((np.arange(k) + 0.5) / k, cdf, values)
+  if init == "random":
+    return np.sort(rng.choice(values, size=k, replace=values.size < k, p=weights / weights.sum()))
+  # kmeans++: each next centroid drawn in proportion to the squared distance to the nearest one.
+  centroids = [values[rng.choice(values.size, p=weights / weights.sum())]]
+  d2 = (values - centroids[0]) ** 2
+  for _ in range(1, k):
+    p = d2 * weights
+    if p.sum() <= 0:
+      centroids.append(values[rng.integers(values.size)])
+    else:
+      centroids.append(values[rng.choice(values.size, p=p / p.sum())])
+    d2 = np.minimum(d2, (values - centroids[-1]) ** 2)
+  return np.sort(np.asarray(centroids))
+
+
+def _optimal(values: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+  """Centroids of the exact weighted 1-D k-means of sorted distinct `values` (dynamic programme).
+
+  Clusters of an optimal 1-D k-means are runs of consecutive sorted values, so the least total
+  squared error of splitting values[0..j] into m runs follows from the one for m - 1 runs:
+  O(k n^2) with n distinct values.
+  """
+  n = values.size
+  cw = np.concatenate([[0.0], np.cumsum(weights)])
+  cx = np.concatenate([[0.0], np.cumsum(weights * values)])
+  cxx = np.concatenate([[0.0], np.cumsum(weights * values * values)])
+  i = np.arange(n)[:, None]
+  j = np.arange(n)[None, :]
+  with np.errstate(invalid="ignore", divide="ignore"):
+    cost = (cxx[j + 1] - cxx[i]) - (cx[j + 1] - cx[i]) ** 2 / (cw[j + 1] - cw[i])
+  cost = np.where(j >= i, np.maximum(cost, 0.0), np.inf)
+  best = cost[0].copy()  # one run covering values[0..j]
+  starts = []
+  for _ in range(1, k):
+    total = best[:-1, None] + cost[1:, :]  # the last run starts at i + 1
+    arg = np.argmin(total, axis=0)
+    best = total[arg, np.arange(n)]
+    starts.append(arg + 1)
+  bounds, end = [], n - 1
+  for arg in reversed(starts):
+    s = int(arg[end])
+    bounds.append(s)
+    end = s - 1
+  edges = [0] + bounds[::-1] + [n]
+  return np.asarray([(cx[b] - cx[a]) / (cw[b] - cw[a]) for a, b in zip(edges[:-1], edges[1:])])
+
+
+def _assign(values: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+  """Index of the nearest of the sorted `centroids` for each value."""
+  mid = (centroids[1:] + centroids[:-1]) / 2
+  return np.searchsorted(mid, values)
+
+
+def kmeans_1d(values: np.ndarray, k: int, init: str = "optimal", iterations: int = 50,
+              seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+  """(sorted centroids, index of each value's centroid) by weighted Lloyd iterations.
+
+  There are k centroids, or one per distinct value when there are no more than k.
+
+  Runs on the distinct values with their counts, so a kernel of a million weights with a few
+  hundred distinct values costs a few hundred.
+  """
+  check_init(init)
+  values = np.asarray(values, dtype=np.float64).reshape(-1)
+  if values.size == 0:
+    return np.zeros(k), np.zeros(0, dtype=np.int64)
+  uniq, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+  w = counts.astype(np.float64)
+  rng = np.random.default_rng(seed)
+  if uniq.size <= k:  # every value keeps its own centroid; the codebook is shorter
+    return uniq, inverse.astype(np.int64)
+  if init == "optimal":
+    if uniq.size <= DP_MAX_VALUES:
+      c = _optimal(uniq, w, k)
+      return c, _assign(uniq, c)[inverse]
+    # Too many distinct values: the programme over equal-weight bins, refined by Lloyd below.
+    edges = np.searchsorted(np.cumsum(w) / w.sum(), np.linspace(0, 1, DP_MAX_VALUES + 1)[1:-1])
+    groups = np.split(np.arange(uniq.size), np.unique(edges))
+    gw = np.asarray([w[g].sum() for g in groups])
+    gx = np.asarray([(w[g] * uniq[g]).sum() for g in groups]) / gw
+    c = _optimal(gx, gw, min(k, gx.size))
+    c = np.concatenate([c, np.full(k - c.size, c[-1])]) if c.size < k else c
+  else:
+    c = np.sort(_initial(uniq, w, k, init, rng).astype(np.float64))
+  for _ in range(iterations):
+    a = _assign(uniq, c)
+    sums = np.bincount(a, weights=w * uniq, minlength=k)
+    n = np.bincount(a, weights=w, minlength=k)
+    new = np.where(n > 0, sums / np.maximum(n, 1e-300), c)  # an empty cluster keeps its centroid
+    new = np.sort(new)
+    if np.array_equal(new, c):
+      break
+    c = new
+  return c, _assign(uniq, c)[inverse]
+
+
+def share(kernel: np.ndarray, bits: int, init: str = "optimal", iterations: int = 50, seed: int = 0) -> Shared:
+  """Weight sharing of one kernel: zeros stay zero (code 0), non-zeros get 2^bits - 1 centroids.
+
+  A centroid that k-means puts exactly at 0.0 is nudged to the nearest float32 beside it, so a
+  non-zero weight never becomes a pruned one by sharing.
+  """
+  bits = check_bits(bits)
+  kernel = np.asarray(kernel, dtype=np.float32)
+  flat = kernel.reshape(-1)
+  nz = flat != 0
+  k = (1 << bits) - 1
+  centroids, assign = kmeans_1d(flat[nz], k, init, iterations, seed)
+  book = centroids.astype(np.float32)
+  book[book == 0] = np.float32(np.finfo(np.float32).tiny)
+  codebook = np.concatenate([np.zeros(1, np.float32), book])
+  codes = np.zeros(flat.size, dtype=np.uint8)
+  codes[nz] = assign + 1
+  return Shared(codebook, codes.reshape(kernel.shape))
+
+
+def codebook_of(kernel: np.ndarray, bits: int, what: str = "kernel") -> Shared:
+  """The codebook of a kernel that is already weight-shared (e.g. after tfmot clustering).
+
+  Raises:
+    SqznetError: if the kernel has more than 2^bits - 1 distinct non-zero values.
+  """
+  bits = check_bits(bits)
+  flat = np.asarray(kernel, dtype=np.float32).reshape(-1)
+  nz = flat != 0
+  uniq, inverse = np.unique(flat[nz], return_inverse=True)
+  if uniq.size > (1 << bits) - 1:
+    raise SqznetError(f"{what} has {uniq.size} distinct non-zero values, more than the {(1 << bits) - 1} "
+                      f"a {bits}-bit codebook holds beside zero; share its weights first (--cluster)")
+  codebook = np.concatenate([np.zeros(1, np.float32), uniq.astype(np.float32)])
+  codes = np.zeros(flat.size, dtype=np.uint8)
+  codes[nz] = inverse + 1
+  return Shared(codebook, codes.reshape(np.shape(kernel)))
