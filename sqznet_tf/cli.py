@@ -115,7 +115,8 @@ def define_classifier_data_flags() -> None:
   from sqznet_tf.models.configs import list_models  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("model", "squeezenet_v1_0_caffe", f"Registered model: {', '.join(list_models())}.")
   flags.DEFINE_string("weights", "imagenet", "'imagenet' (the Deep Compression release, via the Keras "
-                      "cache), a .net file, or Keras weights saved by this package.")
+                      "cache), a .net file, a .sqz container (it names its own architecture: --model is not "
+                      "used), or Keras weights saved by this package.")
   flags.DEFINE_string("saved_model", None, "A Keras model saved by this package (replaces --model/--weights).")
   flags.DEFINE_string("data_dir", None, "Folder (or TFRecord file/glob) of labelled images.", required=True)
   flags.DEFINE_enum("data_format", "auto", FORMATS, "Layout of --data_dir.")

@@ -184,7 +184,7 @@ def load_classifier(model_name: Optional[str] = None, weights: Optional[str] = N
     return model, info
   if weights and str(weights).endswith(".sqz") and os.path.exists(weights):
     from sqznet_tf.compression import container  # pylint: disable=g-import-not-at-top
-    return container.build_model(weights, model_name=model_name, input_size=input_size)
+    return container.build_model(weights, input_size=input_size)  # the file names its architecture
   if not model_name:
     raise SqznetError("give a model (registry name) or a saved model")
   config = get_config(model_name)

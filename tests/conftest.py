@@ -66,3 +66,18 @@ def synsets():
 def pretrained(models, release_path):
   """squeezenet_v1_0_caffe with the release weights, built once per session."""
   return models.get("squeezenet_v1_0_caffe", 227, weights=str(release_path))
+
+
+@pytest.fixture(scope="session")
+def cifar_run(tmp_path_factory):
+  """SqueezeNet v1.1 (batch norm) trained 4 epochs on the real CIFAR-10 subset at 32 px."""
+  from sqznet_tf.data.pipeline import DataSpec  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.training.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.training.train import train  # pylint: disable=g-import-not-at-top
+  train_dir = shared_data_dir("cifar10_subset", "train")
+  test_dir = shared_data_dir("cifar10_subset", "test")
+  model_dir = str(tmp_path_factory.mktemp("cifar"))
+  config = TrainConfig(model="squeezenet_v1_1", overrides={"batch_norm": True},
+                       data=DataSpec("folder", str(train_dir), val_path=str(test_dir), image_size=32),
+                       batch_size=64, epochs=4, learning_rate=0.04, model_dir=model_dir, verbose=0)
+  return train(config)

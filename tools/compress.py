@@ -52,6 +52,8 @@ flags.DEFINE_integer("batch_size", 32, "Batch size of evaluation and fine-tuning
 flags.DEFINE_string("train_data", None, "Fine-tuning data: embedded, an image folder or TFRecords; its "
                     "validation split measures the stages when --data_dir is not given.")
 flags.DEFINE_float("val_split", 0.1, "Share of --train_data held out for validation.")
+flags.DEFINE_integer("steps_per_epoch", None, "Fine-tuning steps per epoch; default one pass over --train_data.",
+                     lower_bound=1)
 flags.DEFINE_float("learning_rate", 0.001, "Fine-tuning learning rate (SGD with momentum 0.9, constant).")
 flags.DEFINE_string("work_dir", "runs/compress", "Fine-tuning runs keep checkpoints and logs here.")
 # Stages.
@@ -139,7 +141,8 @@ def _config(model_input=None, info=None):
   if FLAGS.train_data and model_input:
     from sqznet_tf.training.config import TrainConfig  # pylint: disable=g-import-not-at-top
     train = TrainConfig(data=_train_spec(info, model_input), batch_size=FLAGS.batch_size,
-                        learning_rate=FLAGS.learning_rate, lr_schedule="constant", histogram_freq=0, verbose=2)
+                        learning_rate=FLAGS.learning_rate, lr_schedule="constant", histogram_freq=0, verbose=2,
+                        steps_per_epoch=FLAGS.steps_per_epoch)
   return CompressConfig(
       model=FLAGS.model, overrides=cli.overrides_from_flags(FLAGS), weights=FLAGS.weights, classes=FLAGS.classes,
       input_size=FLAGS.input_size, prune=FLAGS.prune, sparsity=prune.load_spec(FLAGS.sparsity),
@@ -153,7 +156,7 @@ def main(argv):
   del argv
   from sqznet_tf.compression import pipeline  # pylint: disable=g-import-not-at-top
   cfg = _config()
-  cfg.validate()
+  cfg.validate(check_train=False)
   if (cfg.prune and cfg.prune_epochs) or (cfg.cluster and cfg.cluster_epochs):
     if not FLAGS.train_data:
       raise SqznetError("--prune_epochs/--cluster_epochs > 0 fine-tune the model: give --train_data")

@@ -22,7 +22,8 @@ from sqznet_tf.models import configs  # noqa: E402
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("model", "squeezenet_v1_0_caffe", f"Registered model: {', '.join(configs.list_models())}.")
-flags.DEFINE_string("weights", "imagenet", "'imagenet', a .net file, or Keras weights saved by this package.")
+flags.DEFINE_string("weights", "imagenet", "'imagenet', a .net file, a .sqz container (it names its own "
+                    "architecture: --model is not used), or Keras weights saved by this package.")
 flags.DEFINE_string("saved_model", None, "A Keras model saved by this package (replaces --model/--weights).")
 flags.DEFINE_string("labels", None, "Synset or class-name file (line i = class i); without it classes are "
                     "printed as numbers.")

@@ -68,14 +68,15 @@ class CompressConfig:
   train: Optional[object] = None
   work_dir: str = "runs/compress"
 
-  def validate(self) -> None:
+  def validate(self, check_train: bool = True) -> None:
+    """Raises SqznetError on a bad value (`check_train`: also that fine-tuning has its data)."""
     sharing.check_bits(self.bits)
     sharing.check_init(self.cluster_init)
     for name in ("prune_epochs", "cluster_epochs"):
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise SqznetError(f"{name}={v!r} is not accepted; expected an integer >= 0")
-    if (self.prune_epochs and self.prune) or (self.cluster_epochs and self.cluster):
+    if check_train and ((self.prune_epochs and self.prune) or (self.cluster_epochs and self.cluster)):
       if self.train is None:
         raise SqznetError("fine-tuning (--prune_epochs/--cluster_epochs > 0) needs training data (--train_data)")
     if self.output_format not in FORMATS:
@@ -175,6 +176,39 @@ def share_model(model, bits: int, init: str = "linear", layers: Optional[List[st
   return out
 
 
+def cluster_wrapper(bits: int, init: str, layers: List[str]):
+  """model -> model in tfmot's clustering wrappers, for fine-tuning the shared values.
+
+  init "optimal" starts tfmot's centroids at the exact k-means codebook of each kernel (tfmot has
+  no such initialisation: its wrappers are built with linear centroids, which are then
+  replaced); the other inits are tfmot's own.
+  """
+  def wrap(model):
+    from sqznet_tf.compression import tfmot_ops  # pylint: disable=g-import-not-at-top
+    if init != "optimal":
+      return tfmot_ops.cluster_model(model, bits, init, layers=layers)
+    shared = share_model(model, bits, "optimal", layers)
+    wrapped = tfmot_ops.cluster_model(model, bits, "linear", layers=layers)
+    for layer in wrapped.layers:
+      inner = getattr(layer, "layer", None)
+      if inner is None or inner.name not in shared:
+        continue
+      book, codes = shared[inner.name].codebook, shared[inner.name].codes
+      centroids = next(v for v in layer.weights if "cluster_centroids" in v.name)
+      indices = next(v for v in layer.weights if "pulling_indices" in v.name)
+      n = int(centroids.shape[0])
+      # tfmot pins the centroid it found nearest zero when wrapping to 0.0 at every step: the
+      # codebook's zero goes there, its other values (padded to tfmot's count) elsewhere.
+      zero = int(layer.zero_idx["kernel"]) if getattr(layer, "zero_idx", None) else 0
+      slots = np.asarray([zero] + [i for i in range(n) if i != zero])
+      values = np.zeros(n, np.float64)
+      values[slots] = np.concatenate([book, np.full(max(0, n - book.size), book[-1])])[:n]
+      centroids.assign(values.astype(centroids.dtype.as_numpy_dtype))
+      indices.assign(slots[codes.astype(np.int64)].astype(indices.dtype.as_numpy_dtype))
+    return wrapped
+  return wrap
+
+
 def _resolve_weights(weights: Optional[str]) -> Optional[str]:
   if weights and os.path.isdir(weights):
     path = os.path.join(weights, "final.weights.h5")
@@ -219,7 +253,7 @@ def _build_args(cfg: CompressConfig, model) -> dict:
   return build
 
 
-def _finetune(cfg: CompressConfig, model, stage: str, epochs: int, wrap, unwrap):
+def _finetune(cfg: CompressConfig, model, stage: str, epochs: int, wrap, unwrap, callbacks=None):
   """Retrains `model` for `epochs` under `wrap` (tfmot wrappers) with train(); returns the new model."""
   from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
   from sqznet_tf.training.train import train  # pylint: disable=g-import-not-at-top
@@ -229,7 +263,7 @@ def _finetune(cfg: CompressConfig, model, stage: str, epochs: int, wrap, unwrap)
   weights_lib.save_weights(model, start)
   tc = dataclasses.replace(cfg.train, model=cfg.model, overrides=dict(cfg.overrides), epochs=epochs,
                            init_weights=start, model_dir=run_dir, classes=int(model.output_shape[-1]))
-  return train(tc, wrap=wrap, unwrap=unwrap).model
+  return train(tc, wrap=wrap, unwrap=unwrap, extra_callbacks=callbacks).model
 
 
 def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
@@ -241,9 +275,12 @@ def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
   names = coded_layers(model)
   rows: List[StageRow] = []
 
-  def measure(stage: str, bits: Optional[int], file_bytes: Optional[int] = None):
-    log(f"measuring: {stage}")
-    acc = evaluate_fn(model) if evaluate_fn else (None, None)
+  def measure(stage: str, bits: Optional[int], file_bytes: Optional[int] = None, same_as_last: bool = False):
+    if same_as_last and rows:  # the weights were checked to be bit-identical: same accuracy
+      acc = (rows[-1].top1, rows[-1].top5)
+    else:
+      log(f"measuring: {stage}")
+      acc = evaluate_fn(model) if evaluate_fn else (None, None)
     params = model.count_params()
     rows.append(StageRow(stage, acc[0], acc[1], kernel_density(model), bits, 4 * params, zip_bytes(model),
                          deep_compression_estimate(model, bits) if bits else None, file_bytes))
@@ -255,7 +292,7 @@ def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
       from sqznet_tf.pruning import dsd  # pylint: disable=g-import-not-at-top
       log(f"pruning and retraining for {cfg.prune_epochs} epochs")
       model = _finetune(cfg, model, "prune", cfg.prune_epochs, dsd.sparse_wrapper(cfg.sparsity, cfg.keep_dense),
-                        prune.strip)
+                        prune.strip, lambda out_dir: prune.pruning_callbacks())
     else:
       log("pruning by magnitude")
       sensitivity.apply_map(model, targets)
@@ -265,9 +302,8 @@ def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
     if cfg.cluster_epochs:
       from sqznet_tf.compression import tfmot_ops  # pylint: disable=g-import-not-at-top
       log(f"clustering ({1 << cfg.bits} values per layer) and retraining for {cfg.cluster_epochs} epochs")
-      bits = cfg.bits
-      model = _finetune(cfg, model, "cluster", cfg.cluster_epochs,
-                        lambda m: tfmot_ops.cluster_model(m, bits, cfg.cluster_init), tfmot_ops.strip_clusters)
+      model = _finetune(cfg, model, "cluster", cfg.cluster_epochs, cluster_wrapper(cfg.bits, cfg.cluster_init, names),
+                        tfmot_ops.strip_clusters)
     else:
       log(f"weight sharing: {1 << cfg.bits} values per layer (k-means, {cfg.cluster_init} init)")
       shared = share_model(model, cfg.bits, cfg.cluster_init, names)
@@ -288,7 +324,7 @@ def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
     _write_atomic_bytes(cfg.output, data)
     _check_round_trip(cfg, model, data)
     measure(f"encoded ({'Huffman' if cfg.entropy and cfg.output_format == 'sqz' else 'fixed width'})",
-            cfg.bits if cfg.cluster else None, len(data))
+            cfg.bits if cfg.cluster else None, len(data), same_as_last=True)
   return CompressResult(rows, stats, cfg.output, model)
 
 

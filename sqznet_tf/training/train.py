@@ -58,10 +58,14 @@ class TrainResult:
 
 def _l2_losses(model, weight_decay: float) -> None:
   """Caffe's weight_decay: adds wd/2 * ||w||^2 of every conv/dense kernel to the loss."""
-  for layer in model.layers:
-    layer = getattr(layer, "layer", layer)  # inside a pruning wrapper
+  for wrapper in model.layers:
+    layer = getattr(wrapper, "layer", wrapper)  # inside a pruning or clustering wrapper
     if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
       kernel = layer.kernel
+      if not hasattr(kernel, "assign"):  # clustering: the kernel is computed from the trained weights
+        kernel = getattr(wrapper, "original_clusterable_weights", {}).get("kernel")
+        if kernel is None:
+          continue
       model.add_loss(lambda k=kernel: 0.5 * weight_decay * tf.reduce_sum(tf.square(tf.cast(k, tf.float32))))
 
 

@@ -11,9 +11,6 @@ import urllib.request
 
 import pytest
 
-from sqznet_tf.data.pipeline import DataSpec
-from sqznet_tf.training.config import TrainConfig
-from sqznet_tf.training.train import train
 from tests.conftest import REPO, shared_data_dir
 
 TRAIN = str(REPO / "tools" / "train.py")
@@ -29,18 +26,6 @@ def run_train(*args, env=None, **kw):
 
 def last_json(stdout):
   return json.loads(stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="session")
-def cifar_run(tmp_path_factory):
-  """SqueezeNet v1.1 (batch norm) trained 4 epochs on the real CIFAR-10 subset at 32 px."""
-  train_dir = shared_data_dir("cifar10_subset", "train")
-  test_dir = shared_data_dir("cifar10_subset", "test")
-  model_dir = str(tmp_path_factory.mktemp("cifar"))
-  config = TrainConfig(model="squeezenet_v1_1", overrides={"batch_norm": True},
-                       data=DataSpec("folder", str(train_dir), val_path=str(test_dir), image_size=32),
-                       batch_size=64, epochs=4, learning_rate=0.04, model_dir=model_dir, verbose=0)
-  return train(config)
 
 
 def test_cifar_subset_learns(cifar_run):

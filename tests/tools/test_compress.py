@@ -1,0 +1,95 @@
+"""sqznet-compress run as a user would (subprocesses): the paper's 6-bit row on the real weights,
+and the whole prune -> fine-tune -> cluster -> fine-tune -> encode chain on a trained model."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from tests.conftest import REPO, shared_data_dir
+
+
+def run(tool, *args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, str(REPO / "tools" / f"{tool}.py"), *args], capture_output=True,
+                        text=True, env=env, timeout=900)
+
+
+def last_json(stdout):
+  return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_six_bit_release_is_under_470_kib_within_a_point(release_path, sample_dir, synsets, tmp_path):
+  out = tmp_path / "squeezenet_6bit.sqz"
+  r = run("compress", f"--weights={release_path}", "--bits=6", f"--output={out}", f"--data_dir={sample_dir}",
+          f"--labels={synsets}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  d = last_json(r.stdout)
+  loaded, shared, encoded = d["stages"]
+  assert loaded["stage"] == "loaded" and encoded["stage"].startswith("encoded")
+  assert encoded["file_bytes"] == os.path.getsize(out) <= 470 * 1024
+  assert loaded["top1"] > 0.6  # the decoded release on the 500 photos (65.6% measured)
+  assert encoded["top1"] >= loaded["top1"] - 0.01, (loaded, encoded)
+  assert encoded["density"] == loaded["density"] < 0.35  # the release's sparsity is kept
+  conv10 = next(t for t in d["tensors"] if t["name"] == "conv10:0")
+  assert conv10["layout"] == "sparse" and conv10["huffman"] and conv10["bits_per_weight"] < 2
+  # The file is a model of its own: sqznet-evaluate builds it from its header and scores the same.
+  r = run("evaluate", f"--weights={out}", f"--data_dir={sample_dir}", f"--labels={synsets}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  assert last_json(r.stdout)["top1"] == encoded["top1"]
+
+
+def test_eight_bit_release_formats(release_path, tmp_path):
+  sqz, net = tmp_path / "r8.sqz", tmp_path / "r8.net"
+  r = run("compress", f"--weights={release_path}", "--noentropy", f"--output={sqz}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  assert last_json(r.stdout)["stages"][-1]["file_bytes"] == os.path.getsize(sqz) <= 660 * 1024
+  r = run("compress", f"--weights={release_path}", f"--output={net}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  from sqznet_tf.weights import deep_compression
+  a, b = deep_compression.read(release_path), deep_compression.read(net)
+  for la, lb in zip(a.layers, b.layers):  # the same weights, in the release's own format
+    np.testing.assert_array_equal(la.kernel, lb.kernel)
+    np.testing.assert_array_equal(la.bias, lb.bias)
+
+
+def test_bad_flags_fail_cleanly(release_path, tmp_path):
+  out = tmp_path / "x.sqz"
+  for args, message in [(["--bits=9"], "bits=9 is not accepted"),
+                        (["--weights=/nope.h5"], "'/nope.h5' do not exist"),
+                        (["--output_format=net", "--bits=6"], "holds 8-bit shared weights"),
+                        (["--cluster_epochs=1"], "give --train_data"),
+                        (["--cluster_init=kmeans"], "--cluster_init")]:
+    r = run("compress", f"--weights={release_path}", f"--output={out}", *args)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert message in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_fine_tuned_compression_of_a_trained_model(cifar_run, tmp_path):
+  train_dir = shared_data_dir("cifar10_subset", "train")
+  test_dir = shared_data_dir("cifar10_subset", "test")
+  out, lite = tmp_path / "cifar.sqz", tmp_path / "cifar_int8.tflite"
+  r = run("compress", "--model=squeezenet_v1_1", "--batch_norm", f"--weights={cifar_run.model_dir}",
+          f"--train_data={train_dir}", f"--data_dir={test_dir}", "--limit=500", "--prune", "--sparsity=0.6",
+          "--prune_epochs=1", "--cluster_epochs=1", "--steps_per_epoch=20", "--learning_rate=0.01", "--bits=4",
+          f"--work_dir={tmp_path / 'work'}", f"--output={out}", f"--int8_tflite={lite}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  d = last_json(r.stdout)
+  stages = [s["stage"] for s in d["stages"]]
+  assert stages[0] == "loaded" and "epochs" in stages[1] and stages[2].startswith("shared 4-bit")
+  loaded, pruned, shared, encoded, int8 = d["stages"]
+  assert loaded["density"] > 0.99 and 0.35 < pruned["density"] < 0.5  # 60% of all but conv1
+  # Clustering keeps the zeros (a few small weights may join tfmot's zero centroid).
+  assert 0.95 * pruned["density"] < shared["density"] <= pruned["density"]
+  assert encoded["file_bytes"] == os.path.getsize(out) < loaded["zip_bytes"] / 5
+  assert int8["file_bytes"] == os.path.getsize(lite)
+  for s in (loaded, shared, int8):
+    assert 0.2 < s["top1"] <= s["top5"] <= 1  # chance is 0.1; the trained model scores ~0.4
+  from sqznet_tf.compression import container
+  c = container.read(out)
+  for (name, index), value in c.tensors.items():
+    if index == 0 and value.ndim == 4:
+      assert np.unique(value[value != 0]).size <= 15, name
