@@ -13,6 +13,7 @@ The sizes are of the real files (bytes; the paper's MB are KiB-based: 0.66 MB = 
   python bench/deep_compression_table.py --points=6,5:0.7
 """
 
+import fnmatch
 import os
 import sys
 import time
@@ -22,11 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("points", ["8", "7", "6", "5", "4", "6:0.7", "6:conv10=0.85", "6:conv10=0.9",
-                             "6:*expand3x3=0.75", "6:conv10=0.85;*expand3x3=0.72"],
-                  "bits[:sparsity]: code width, then a magnitude-pruning sparsity of every layer but conv1, "
-                  "or layer-glob=sparsity pairs joined by ';' (zeros already there count; none: the "
-                  "release's own per-layer density).")
+flags.DEFINE_list("points", ["8", "7", "6", "5", "4", "6:0.7", "6:conv10=0.85", "6:*expand3x3=0.75",
+                             "6/conv10=5", "6/*expand3x3=5", "6/fire*=5", "6/conv10=5;fire9*=5"],
+                  "bits[/glob=bits;...][:sparsity]: code width (per-layer widths by layer glob after '/'), "
+                  "then a magnitude-pruning sparsity of every layer but conv1, or layer-glob=sparsity pairs "
+                  "joined by ';' (zeros already there count; none: the release's own per-layer density).")
 flags.DEFINE_string("shared", "../shared/data", "Shared data folder.")
 
 
@@ -61,16 +62,20 @@ def main(argv):
   conf = container.model_config("squeezenet_v1_0_caffe", {"classes": 1000, "input_shape": [227, 227, 3]}, info)
   for point in FLAGS.points:
     start = time.time()
-    bits, _, sparsity = point.partition(":")
-    bits = int(bits)
+    bits_part, _, sparsity = point.partition(":")
+    base_bits, _, per_layer = bits_part.partition("/")
+    globs = {k: int(v) for k, v in (item.split("=") for item in per_layer.split(";"))} if per_layer else {}
+    widths = {n: next((b for g, b in globs.items() if fnmatch.fnmatchcase(n, g)), int(base_bits)) for n in names}
     model.set_weights(original)
     if sparsity and "=" not in sparsity:
       sensitivity.apply_map(model, {n: (0.0 if n == "conv1" else float(sparsity)) for n in names})
     elif sparsity:
       spec = {k: float(v) for k, v in (item.split("=") for item in sparsity.split(";"))}
       sensitivity.apply_map(model, prune.resolve_targets(model, spec, ()))
-    shared = pipeline.share_model(model, bits, "optimal", names)
-    tensors = container.model_tensors(model, bits, shared, names)
+    shared = {}
+    for b in sorted(set(widths.values())):
+      shared.update(pipeline.share_model(model, b, "optimal", [n for n in names if widths[n] == b]))
+    tensors = container.model_tensors(model, widths, shared, names)
     fixed, _ = container.encode(tensors, conf, entropy=False)
     coded, _ = container.encode(tensors, conf, entropy=True)
     back = container.decode(coded)
@@ -79,6 +84,7 @@ def main(argv):
         assert np.array_equal(back.tensors[(layer.name, i)], w)
     top1, top5 = measure()
     what = "re-shared" + (f", pruned to {sparsity}" + ("" if "=" in sparsity else " (conv1 kept)") if sparsity else "")
+    bits = base_bits + (f" ({per_layer.replace(';', ', ')})" if per_layer else "")
     print(f"| {what} | {bits} | {pipeline.kernel_density(model):.3f} | {len(fixed):,} | {len(coded):,} | "
           f"{top1:.1%} | {top5:.1%} | {100 * (top1 - base1):+.1f} |", flush=True)
     print(f"<!-- {point}: {time.time() - start:.0f} s -->", file=sys.stderr)

@@ -381,28 +381,33 @@ def _is_kernel(layer, index: int) -> bool:
   return kernel is not None and index < len(layer.weights) and layer.weights[index] is kernel
 
 
-def model_tensors(model, bits: int, shared: Optional[Dict[str, sharing.Shared]] = None,
+def model_tensors(model, bits: Union[int, Dict[str, int]], shared: Optional[Dict[str, sharing.Shared]] = None,
                   coded_layers: Optional[Sequence[str]] = None) -> List[Tuple[str, int, Union[np.ndarray, Coded]]]:
   """The tensors of `model` for `encode`: kernels of Conv2D/Dense layers coded, the rest raw.
 
   Args:
     model: a Keras model whose kernels are already weight-shared (at most 2^bits - 1 distinct
       non-zero values each), unless `shared` gives their codebooks.
-    bits: code width.
+    bits: code width, or a dict of layer name -> code width (layers not in it: the "*" entry).
     shared: per layer name, the `sharing.Shared` form of its kernel.
     coded_layers: kernels to code (default: every Conv2D and Dense kernel); others stay raw.
   """
-  bits = sharing.check_bits(bits)
+  widths = dict(bits) if isinstance(bits, dict) else {"*": bits}
+  for w in widths.values():
+    sharing.check_bits(w)
   shared = shared or {}
   out = []
   for layer in model.layers:
     values = layer.get_weights()
     for i, value in enumerate(values):
       if _is_kernel(layer, i) and (coded_layers is None or layer.name in coded_layers):
-        s = shared.get(layer.name) or sharing.codebook_of(value, bits, f"layer {layer.name}")
+        width = widths.get(layer.name, widths.get("*"))
+        if width is None:
+          raise SqznetError(f"no code width for layer {layer.name}")
+        s = shared.get(layer.name) or sharing.codebook_of(value, width, f"layer {layer.name}")
         if s.codes.shape != value.shape:
           raise SqznetError(f"layer {layer.name}: shared codes {s.codes.shape} do not fit kernel {value.shape}")
-        out.append((layer.name, i, Coded(s.codebook, s.codes, bits)))
+        out.append((layer.name, i, Coded(s.codebook, s.codes, width)))
       else:
         out.append((layer.name, i, value))
   return out
