@@ -10,7 +10,8 @@ tfmot's guides call the size), Deep Compression's accounting, and the real file.
 Accuracy is measured on labelled photos (--data_dir, layouts as in sqznet-evaluate) or, without
 them, on the validation split of --train_data. Fine-tuning (--prune_epochs, --cluster_epochs)
 trains on --train_data (embedded, a class folder, TFRecords) with sqznet-train's pipeline.
---int8_tflite also writes a post-training int8 TFLite model of the result and measures it.
+--int8_tflite also writes an int8 TFLite model of the result (post-training quantization, or
+quantization-aware training with --qat_epochs) and measures it.
 
 Examples:
   sqznet-compress --weights=../shared/data/squeezenet_v1_0_deep_compression/compressed_SqueezeNet.net \\
@@ -78,6 +79,9 @@ flags.DEFINE_enum("layout", "auto", ["auto", "dense", "sparse"], "Per-kernel lay
 flags.DEFINE_integer("index_bits", 0, "Gap width of the sparse layout, 1..8; 0 chooses per layer.")
 flags.DEFINE_string("int8_tflite", None, "Also write a post-training int8 TFLite model of the result here "
                     "(representative images from the evaluation data) and measure it.")
+flags.DEFINE_integer("qat_epochs", 0, "With --int8_tflite: quantization-aware training (tfmot) of the result "
+                     "for this many epochs on --train_data before conversion, instead of post-training "
+                     "quantization.", lower_bound=0)
 flags.DEFINE_bool("per_layer", False, "Also print bytes and bits per weight of every tensor in the file.")
 flags.DEFINE_enum("format", "table", ["table", "json"], "Output format; json prints one JSON object as the "
                   "last line of stdout.")
@@ -107,18 +111,20 @@ def _evaluator(info, model_input: int):
       return np.stack(out).astype(np.float32)
     return evaluate, samples
   if FLAGS.train_data:
-    from sqznet_tf._keras import keras  # pylint: disable=g-import-not-at-top
     from sqznet_tf.data import pipeline  # pylint: disable=g-import-not-at-top
     spec = _train_spec(info, model_input)
     data = pipeline.make_datasets(spec, FLAGS.batch_size)
     if data.val is None:
       raise SqznetError(f"--train_data={FLAGS.train_data} has no validation split; set --val_split > 0")
-    def evaluate(model):
-      model.compile(loss="categorical_crossentropy",
-                    metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
-                             keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
-      r = model.evaluate(data.val, verbose=0, return_dict=True)
-      return float(r["top1"]), float(r["top5"])
+    def evaluate(model):  # a Keras model, or anything with predict_on_batch (the TFLite runner)
+      hit1 = hit5 = n = 0
+      for x, y in data.val:
+        top = np.argsort(-np.asarray(model.predict_on_batch(x.numpy())), axis=1)[:, :5]
+        label = np.argmax(y.numpy(), axis=1)
+        hit1 += int((top[:, 0] == label).sum())
+        hit5 += int((top == label[:, None]).any(axis=1).sum())
+        n += len(label)
+      return hit1 / n, hit5 / n
     def samples(n):
       return np.concatenate([x.numpy() for x, _ in data.val.take(max(1, n // FLAGS.batch_size + 1))])[:n]
     return evaluate, samples
@@ -157,6 +163,8 @@ def main(argv):
   from sqznet_tf.compression import pipeline  # pylint: disable=g-import-not-at-top
   cfg = _config()
   cfg.validate(check_train=False)
+  if FLAGS.qat_epochs and not (FLAGS.train_data and FLAGS.int8_tflite):
+    raise SqznetError("--qat_epochs trains an int8 TFLite model: give --train_data and --int8_tflite")
   if (cfg.prune and cfg.prune_epochs) or (cfg.cluster and cfg.cluster_epochs):
     if not FLAGS.train_data:
       raise SqznetError("--prune_epochs/--cluster_epochs > 0 fine-tune the model: give --train_data")
@@ -173,11 +181,17 @@ def main(argv):
     from sqznet_tf.compression import tfmot_ops  # pylint: disable=g-import-not-at-top
     if samples is None:
       raise SqznetError("--int8_tflite needs images to calibrate on: give --data_dir or --train_data")
-    reporting.progress("post-training int8 quantization (TFLite)")
-    data = tfmot_ops.int8_tflite(result.model, samples(64))
+    if FLAGS.qat_epochs:
+      reporting.progress(f"quantization-aware training for {FLAGS.qat_epochs} epochs, then int8 TFLite")
+      data = pipeline.qat_tflite(cfg, result.model, FLAGS.qat_epochs)
+      stage = f"int8 TFLite (QAT, {FLAGS.qat_epochs} epochs)"
+    else:
+      reporting.progress("post-training int8 quantization (TFLite)")
+      data = tfmot_ops.int8_tflite(result.model, samples(64))
+      stage = "int8 TFLite (post-training)"
     pipeline._write_atomic_bytes(FLAGS.int8_tflite, data)  # pylint: disable=protected-access
     acc = _tflite_accuracy(data, evaluate, result.model) if evaluate else (None, None)
-    rows.append(dict(stage="int8 TFLite (post-training)", top1=acc[0], top5=acc[1], density=rows[-1]["density"],
+    rows.append(dict(stage=stage, top1=acc[0], top5=acc[1], density=rows[-1]["density"],
                      bits=8, fp32_bytes=rows[-1]["fp32_bytes"], zip_bytes=None, deep_compression_bytes=None,
                      file_bytes=len(data)))
     extra["int8_tflite"] = FLAGS.int8_tflite
@@ -223,9 +237,7 @@ def _tflite_accuracy(data, evaluate, model):
     def predict_on_batch(self, x):
       return tfmot_ops.tflite_predict(data, x)
 
-  if FLAGS.data_dir:
-    return evaluate(_Runner())
-  return None, None
+  return evaluate(_Runner())
 
 
 def run():

@@ -328,6 +328,31 @@ def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
   return CompressResult(rows, stats, cfg.output, model)
 
 
+def qat_tflite(cfg: CompressConfig, model, epochs: int) -> bytes:
+  """Quantization-aware training of `model` on `cfg.train` data, then an int8 TFLite flatbuffer.
+
+  tfmot's default 8-bit scheme (see `tfmot_ops.quantize_aware`); a plain `fit` at the
+  fine-tuning learning rate, without train()'s checkpoints: QAT is a short fine-tune.
+  """
+  from sqznet_tf._keras import keras, tf  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.compression import tfmot_ops  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.data import pipeline as data_pipeline  # pylint: disable=g-import-not-at-top
+  if cfg.train is None:
+    raise SqznetError("quantization-aware training needs training data (--train_data)")
+  data = data_pipeline.make_datasets(cfg.train.data, cfg.train.batch_size, int(model.output_shape[-1]))
+  steps = cfg.train.steps_per_epoch or max(1, data.train_size // cfg.train.batch_size)
+  qat = tfmot_ops.quantize_aware(model)
+  qat.compile(optimizer=keras.optimizers.SGD(cfg.train.learning_rate, momentum=0.9),
+              loss=keras.losses.CategoricalCrossentropy())
+  qat.fit(data.train.repeat(), epochs=epochs, steps_per_epoch=steps, verbose=cfg.train.verbose)
+  converter = tf.lite.TFLiteConverter.from_keras_model(qat)
+  converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  try:
+    return bytes(converter.convert())
+  except Exception as e:  # pylint: disable=broad-except
+    raise SqznetError(f"int8 TFLite conversion of the QAT model failed: {str(e).strip().splitlines()[0][:200]}") from e
+
+
 def _encode_net(model) -> bytes:
   from sqznet_tf.weights import deep_compression as dc  # pylint: disable=g-import-not-at-top
   by_name = {l.name: l for l in model.layers}

@@ -93,3 +93,19 @@ def test_fine_tuned_compression_of_a_trained_model(cifar_run, tmp_path):
   for (name, index), value in c.tensors.items():
     if index == 0 and value.ndim == 4:
       assert np.unique(value[value != 0]).size <= 15, name
+
+
+def test_quantization_aware_training_to_int8(cifar_run, tmp_path):
+  train_dir = shared_data_dir("cifar10_subset", "train")
+  test_dir = shared_data_dir("cifar10_subset", "test")
+  lite = tmp_path / "qat.tflite"
+  r = run("compress", "--model=squeezenet_v1_1", "--batch_norm", f"--weights={cifar_run.model_dir}", "--nocluster",
+          f"--train_data={train_dir}", f"--data_dir={test_dir}", "--limit=300", "--qat_epochs=1",
+          "--steps_per_epoch=10", "--learning_rate=0.001", f"--int8_tflite={lite}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  loaded, qat = last_json(r.stdout)["stages"]
+  assert qat["stage"] == "int8 TFLite (QAT, 1 epochs)" and qat["file_bytes"] == os.path.getsize(lite)
+  assert qat["file_bytes"] < loaded["fp32_bytes"] / 3  # int8 weights
+  assert qat["top1"] > loaded["top1"] - 0.1 and qat["top1"] > 0.2, (loaded, qat)
+  from sqznet_tf.compression import tfmot_ops
+  assert tfmot_ops.tflite_float_ops(lite.read_bytes()) == []
