@@ -3,7 +3,7 @@
 from setuptools import find_packages, setup
 
 # Console scripts: every binary in tools/ (installed as the package sqznet_tf.tools).
-BINARIES = ["analyze", "evaluate", "predict", "train", "dsd", "sensitivity", "compress"]
+BINARIES = ["analyze", "evaluate", "predict", "train", "dsd", "sensitivity", "compress", "tune"]
 
 setup(
     name="sqznet_tf",

@@ -1,0 +1,279 @@
+"""Design-space search with keras-tuner: a HyperModel over the SqueezeNet metaparameters, budgets.
+
+`SqueezeNetHyperModel.build(hp)` only maps hyperparameters to a registry config and calls the
+registry builder. `make_tuner` returns keras-tuner's RandomSearch, GridSearch, Hyperband or
+BayesianOptimization with one change: a trial whose network is over a budget (parameters,
+multiply-accumulates, or Deep Compression size) is recorded as failed with the reason and its
+cost, without training, and the search goes on. keras-tuner's chief/worker mode
+(KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT) works unchanged.
+"""
+
+import dataclasses
+import os
+from typing import Dict, List, Optional, Tuple
+
+from sqznet_tf._keras import keras, keras_tuner
+from sqznet_tf.errors import SqznetError
+from sqznet_tf.search.space import ARCH_PARAMS, SearchSpace
+
+TUNERS = ("random", "grid", "hyperband", "bayesian")
+OBJECTIVE = "val_accuracy"
+REJECTED = "over budget"
+
+kt = keras_tuner()
+
+
+def _quiet_failed_trials() -> None:
+  """keras-tuner prints the traceback of every failed trial (config.DEBUG); a rejected candidate
+  is not an error here, and the trial keeps its message either way."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  try:
+    importlib.import_module("keras_tuner.src.config").DEBUG = False
+  except ImportError:  # another layout of keras-tuner: tracebacks stay on
+    pass
+
+
+_quiet_failed_trials()
+
+
+@dataclasses.dataclass
+class Budget:
+  """Limits a candidate must meet to be trained; None means no limit.
+
+  Attributes:
+    max_params: parameters.
+    max_macs: multiply-accumulates per image at the search's input size.
+    max_bytes: Deep Compression size (codebooks, `bits`-bit codes and 4-bit indices at
+      `density`, float32 biases; see analysis.storage) in bytes.
+    density, bits: of that size.
+  """
+  max_params: Optional[int] = None
+  max_macs: Optional[int] = None
+  max_bytes: Optional[int] = None
+  density: float = 1.0
+  bits: int = 32
+
+  def check(self, cost: Dict[str, int]) -> Optional[str]:
+    """The reason `cost` is over budget, or None."""
+    for key, limit in (("params", self.max_params), ("macs", self.max_macs), ("bytes", self.max_bytes)):
+      if limit is not None and cost[key] > limit:
+        return f"{key} {cost[key]:,} > {limit:,}"
+    return None
+
+
+class SqueezeNetHyperModel(kt.HyperModel):
+  """A SqueezeNet of the registry whose metaparameters come from the search space.
+
+  Args:
+    space: what is searched and what is fixed.
+    model: registry name of the base network (its values stand for what the space leaves out).
+    input_shape, classes: of the networks built.
+    learning_rate, momentum: SGD defaults when the space does not search them.
+  """
+
+  def __init__(self, space: SearchSpace, model: str = "squeezenet_v1_0", input_shape=(32, 32, 3),
+               classes: int = 10, learning_rate: float = 0.04, momentum: float = 0.9):
+    super().__init__(name=f"{model}_search", tunable=True)
+    self.space = space
+    self.model = model
+    self.input_shape = tuple(input_shape)
+    self.classes = classes
+    self.learning_rate = learning_rate
+    self.momentum = momentum
+
+  def values(self, hp) -> Dict:
+    """Registers the space's hyperparameters with `hp`; returns their values."""
+    out = {}
+    for name, p in self.space.params.items():
+      if p.kind == "fixed":
+        out[name] = hp.Fixed(name, p.values[0])
+      elif p.kind == "choice":
+        out[name] = hp.Choice(name, p.values, ordered=all(isinstance(v, (int, float)) for v in p.values))
+      elif p.kind == "int":
+        out[name] = hp.Int(name, int(p.min), int(p.max), step=int(p.step) if p.step else 1, sampling=p.sampling)
+      else:
+        out[name] = hp.Float(name, float(p.min), float(p.max), step=p.step, sampling=p.sampling)
+    return out
+
+  def config(self, hp):
+    """The registry config the hyperparameters describe."""
+    from sqznet_tf.models import get_config  # pylint: disable=g-import-not-at-top
+    values = self.values(hp)
+    overrides = {k: v for k, v in values.items() if k in ARCH_PARAMS or k == "dropout"}
+    return get_config(self.model, **overrides), values.get("learning_rate", self.learning_rate)
+
+  def build(self, hp):
+    from sqznet_tf.models import build  # pylint: disable=g-import-not-at-top
+    config, lr = self.config(hp)
+    model = build(config, input_shape=self.input_shape, classes=self.classes)
+    model.compile(optimizer=keras.optimizers.SGD(lr, momentum=self.momentum),
+                  loss=keras.losses.CategoricalCrossentropy(),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                           keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
+    return model
+
+  def cost(self, hp, budget: Budget) -> Dict[str, int]:
+    """Parameters, MACs and Deep Compression bytes of the network `hp` describes (no training)."""
+    from sqznet_tf.analysis import analyze_model  # pylint: disable=g-import-not-at-top
+    from sqznet_tf.models import build  # pylint: disable=g-import-not-at-top
+    config, _ = self.config(hp)
+    report = analyze_model(build(config, input_shape=self.input_shape, classes=self.classes))
+    size = report.sizes(budget.density, budget.bits)["deep_compression"]["total"]
+    return {"params": report.params, "macs": report.macs, "bytes": size}
+
+
+class _BudgetMixin:
+  """run_trial that rejects over-budget candidates before training them."""
+
+  def __init__(self, *args, budget: Optional[Budget] = None, **kwargs):
+    self.budget = budget or Budget()
+    self.trials_run = 0  # by this process (a worker's share of a distributed search)
+    super().__init__(*args, **kwargs)
+
+  def run_trial(self, trial, *args, **kwargs):
+    self.trials_run += 1
+    cost = self.hypermodel.cost(trial.hyperparameters, self.budget)
+    reason = self.budget.check(cost)
+    if reason:
+      raise kt.errors.FailedTrialError(f"{REJECTED}: {reason}")
+    return super().run_trial(trial, *args, **kwargs)
+
+
+def _tuner_class(name: str):
+  base = {"random": kt.RandomSearch, "grid": kt.GridSearch, "hyperband": kt.Hyperband,
+          "bayesian": kt.BayesianOptimization}
+  if name not in base:
+    raise SqznetError(f"tuner {name!r} is not accepted; expected one of {', '.join(TUNERS)}")
+  return type(f"Budget{base[name].__name__}", (_BudgetMixin, base[name]), {})
+
+
+def make_tuner(name: str, hypermodel: SqueezeNetHyperModel, directory: str, project_name: str = "search",
+               max_trials: int = 10, max_epochs: int = 3, overwrite: bool = False, seed: int = 0,
+               budget: Optional[Budget] = None):
+  """A keras-tuner tuner of kind `name` (random, grid, hyperband, bayesian) with the budget check.
+
+  Args:
+    max_trials: trials to run (random, grid, bayesian; grid stops earlier when the grid is done).
+    max_epochs: Hyperband's largest training length.
+    overwrite: start afresh; False resumes the search found in directory/project_name.
+  """
+  cls = _tuner_class(name)
+  objective = kt.Objective(OBJECTIVE, direction="max")
+  common = dict(hypermodel=hypermodel, objective=objective, directory=directory, project_name=project_name,
+                overwrite=overwrite, seed=seed, budget=budget, max_consecutive_failed_trials=10 ** 6)
+  if name == "hyperband":
+    return cls(max_epochs=max_epochs, **common)
+  return cls(max_trials=max_trials, **common)
+
+
+@dataclasses.dataclass
+class TrialRow:
+  trial: str
+  status: str
+  values: Dict
+  val_accuracy: Optional[float]
+  params: int
+  macs: int
+  bytes: int
+  note: str = ""
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def trial_rows(tuner) -> List[TrialRow]:
+  """One row per trial of the search (completed, rejected or failed), with its network's cost."""
+  rows = []
+  for tid, trial in sorted(tuner.oracle.trials.items()):
+    hp = trial.hyperparameters
+    try:
+      cost = tuner.hypermodel.cost(hp, tuner.budget)
+    except SqznetError as e:
+      cost, note = {"params": 0, "macs": 0, "bytes": 0}, str(e)
+    else:
+      note = ""
+    message = (getattr(trial, "message", None) or "").strip()
+    status = str(trial.status)
+    if REJECTED in message:
+      status = "REJECTED"
+      note = message[message.index(REJECTED):].splitlines()[0]
+    elif status == "FAILED" and message:
+      note = message.strip().splitlines()[-1][:200]
+    score = trial.score if trial.status == "COMPLETED" else None
+    values = {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
+    rows.append(TrialRow(str(tid), status, values, None if score is None else float(score), cost["params"],
+                         cost["macs"], cost["bytes"], note))
+  return rows
+
+
+def pareto(rows: List[TrialRow], key: str = "params") -> List[TrialRow]:
+  """Completed trials no other completed trial beats on both accuracy and `key` (smaller)."""
+  done = [r for r in rows if r.val_accuracy is not None]
+  front = []
+  for r in done:
+    if not any((o.val_accuracy >= r.val_accuracy and getattr(o, key) <= getattr(r, key)) and
+               (o.val_accuracy > r.val_accuracy or getattr(o, key) < getattr(r, key)) for o in done):
+      front.append(r)
+  return sorted(front, key=lambda r: getattr(r, key))
+
+
+def plot(rows: List[TrialRow], path: str, title: str = "") -> None:
+  """PNG: accuracy vs parameters and vs MACs (Pareto front marked), and the SR / pct3x3 sweeps."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  done = [r for r in rows if r.val_accuracy is not None]
+  sweeps = [k for k in ("squeeze_ratio", "pct3x3") if len({r.values.get(k) for r in done}) > 1]
+  fig, axes = plt.subplots(1, 2 + len(sweeps), figsize=(5 * (2 + len(sweeps)), 4), squeeze=False)
+  for ax, key, label in ((axes[0][0], "params", "parameters"), (axes[0][1], "macs", "MACs per image")):
+    ax.scatter([getattr(r, key) for r in done], [r.val_accuracy for r in done], label="trials")
+    front = pareto(rows, key)
+    ax.plot([getattr(r, key) for r in front], [r.val_accuracy for r in front], "r-o", label="Pareto front")
+    rejected = [r for r in rows if r.status == "REJECTED"]
+    for r in rejected:
+      ax.axvline(getattr(r, key), color="grey", alpha=0.3, lw=1)
+    ax.set_xlabel(label + (" (grey: rejected, over budget)" if rejected else ""))
+    ax.set_ylabel("validation accuracy")
+    ax.set_xscale("log")
+    ax.legend()
+  for ax, key in zip(axes[0][2:], sweeps):
+    pts = sorted((r.values[key], r.val_accuracy, r.bytes) for r in done if key in r.values)
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "b-o")
+    ax.set_xlabel({"squeeze_ratio": "squeeze ratio (SR)", "pct3x3": "share of 3x3 filters (pct3x3)"}[key])
+    ax.set_ylabel("validation accuracy", color="b")
+    twin = ax.twinx()
+    twin.plot([p[0] for p in pts], [p[2] / 2 ** 20 for p in pts], "g--s")
+    twin.set_ylabel("model size, MiB (at the budget's density/bits)", color="g")
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  folder = os.path.dirname(os.path.abspath(path))
+  tmp = os.path.join(folder, ".tmp-" + os.path.basename(path))
+  fig.savefig(tmp, format="png", dpi=90)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def is_worker() -> bool:
+  """Whether this process is a keras-tuner worker (KERASTUNER_TUNER_ID other than chief)."""
+  tid = os.environ.get("KERASTUNER_TUNER_ID")
+  return bool(tid) and tid != "chief"
+
+
+def is_chief() -> bool:
+  return os.environ.get("KERASTUNER_TUNER_ID") == "chief"
+
+
+def best(tuner) -> Tuple[object, Dict]:
+  """The best trained model and its hyperparameter values."""
+  trials = tuner.oracle.get_best_trials(1)
+  if not trials:
+    raise SqznetError("no trial completed (all were rejected or failed); loosen the budget or the space")
+  # As tuner.load_model, but the checkpoint's optimizer slots are not wanted: say so, rather than
+  # have TensorFlow warn about each of them at exit.
+  model = tuner.hypermodel.build(trials[0].hyperparameters)
+  status = model.load_weights(tuner._get_checkpoint_fname(trials[0].trial_id))  # pylint: disable=protected-access
+  if hasattr(status, "expect_partial"):
+    status.expect_partial()
+  values = {k: v for k, v in trials[0].hyperparameters.values.items() if not k.startswith("tuner/")}
+  return model, values

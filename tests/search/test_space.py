@@ -1,0 +1,60 @@
+"""The search space and the keras-tuner HyperModel: the registry's networks, clear errors."""
+
+import pytest
+
+from sqznet_tf.errors import SqznetError
+from sqznet_tf.search import space as space_lib
+
+
+def test_space_parsing_and_errors(tmp_path):
+  s = space_lib.parse('{"squeeze_ratio": [0.125, 0.25], "pct3x3": {"min": 0.25, "max": 0.75, "step": 0.25}, '
+                      '"base_e": {"min": 64, "max": 192, "step": 64}, "batch_norm": true}')
+  assert s.searched == ["squeeze_ratio", "pct3x3", "base_e"] and s.fixed() == {"batch_norm": True}
+  assert s.params["pct3x3"].kind == "float" and s.params["base_e"].kind == "int"
+  f = tmp_path / "space.yaml"
+  f.write_text("squeeze_ratio: [0.5, 1.0]\nfreq: 2\n")
+  assert space_lib.parse(str(f)).to_dict() == {"squeeze_ratio": [0.5, 1.0], "freq": 2}
+  for text, message in [("{}", "search space is empty"),
+                        ('{"squeeze_ratio": 0.5, "batch_norm": true}', "search space is empty"),
+                        ('{"squeeze_ratio": [0.25]}', "search space is empty"),
+                        ('{"squeeze_ratio": []}', "empty list of values"),
+                        ('{"width": [1, 2]}', "'width' is not a searchable hyperparameter"),
+                        ('{"pct3x3": {"min": 0.7, "max": 0.2}}', "empty range"),
+                        ('[1, 2]', "a search space is a mapping")]:
+    with pytest.raises(SqznetError, match=message):
+      space_lib.parse(text)
+
+
+def test_impossible_networks_are_refused_before_search():
+  # SR 0.001 gives fire2 (e = 128) 0 squeeze filters.
+  s = space_lib.parse('{"squeeze_ratio": {"min": 0.001, "max": 0.5}}')
+  with pytest.raises(SqznetError, match="impossible squeezenet_v1_0: squeeze_ratio=0.001 gives fire2 0 squeeze"):
+    space_lib.check_buildable(s, "squeezenet_v1_0")
+  s = space_lib.parse('{"pct3x3": [0.5, 0.999]}')  # 0.999 of 128 rounds to 128: no 1x1 expand filters
+  with pytest.raises(SqznetError, match="pct3x3=0.999 gives fire2 0 expand 1x1 filters"):
+    space_lib.check_buildable(s, "squeezenet_v1_0")
+  space_lib.check_buildable(space_lib.parse(space_lib.SR_SWEEP), "squeezenet_v1_0")
+  space_lib.check_buildable(space_lib.parse(space_lib.PCT3X3_SWEEP), "squeezenet_v1_0")
+
+
+def test_hypermodel_builds_the_registry_networks():
+  from sqznet_tf import analysis
+  from sqznet_tf._keras import keras_tuner
+  from sqznet_tf.search.tuner import Budget, SqueezeNetHyperModel
+  kt = keras_tuner()
+  hm = SqueezeNetHyperModel(space_lib.parse('{"squeeze_ratio": [0.125, 0.25]}'), "squeezenet_v1_0",
+                            input_shape=(224, 224, 3), classes=1000)
+  for sr in (0.125, 0.25):
+    hp = kt.HyperParameters()
+    hm.values(hp)
+    hp.values["squeeze_ratio"] = sr
+    model = hm.build(hp)
+    expected = analysis.analyze("squeezenet_v1_0", 224, squeeze_ratio=sr)
+    assert model.count_params() == expected.params
+    cost = hm.cost(hp, Budget(max_params=1_300_000))
+    assert cost["params"] == expected.params and cost["macs"] == expected.macs
+    if sr == 0.125:
+      assert model.count_params() == 1_248_424  # squeezenet_v1_0 itself at the defaults
+  assert Budget(max_params=1_300_000).check({"params": 1_248_424, "macs": 0, "bytes": 0}) is None
+  assert "params 1,300,001 > 1,300,000" in Budget(max_params=1_300_000).check(
+      {"params": 1_300_001, "macs": 0, "bytes": 0})
