@@ -27,7 +27,7 @@ demo: venv
 	$(VENV)/bin/sqznet-analyze --compare=squeezenet_v1_0,squeezenet_v1_1,alexnet,alexnet_owt
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=12 tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -163,7 +163,11 @@ def make_tuner(name: str, hypermodel: SqueezeNetHyperModel, directory: str, proj
                 overwrite=overwrite, seed=seed, budget=budget, max_consecutive_failed_trials=10 ** 6)
   if name == "hyperband":
     return cls(max_epochs=max_epochs, **common)
-  return cls(max_trials=max_trials, **common)
+  tuner = cls(max_trials=max_trials, **common)
+  # A resumed search reloads the oracle with its old max_trials: the flag's value wins, so the
+  # same command finishes an interrupted search and a larger --max_trials extends a finished one.
+  tuner.oracle.max_trials = max_trials
+  return tuner
 
 
 @dataclasses.dataclass

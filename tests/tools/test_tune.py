@@ -1,0 +1,116 @@
+"""sqznet-tune run as a user would (subprocesses): a real-data search with a rejected candidate,
+resuming, keras-tuner's chief/worker mode on 127.0.0.1, and bad input."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from tests.conftest import REPO, shared_data_dir
+
+TUNE = str(REPO / "tools" / "tune.py")
+# Embedded digits at 24 px, three steps per trial: for the process-level tests.
+TINY = ["--data=embedded", "--image_size=24", "--epochs=1", "--steps_per_epoch=3", "--verbose=0", "--format=json"]
+
+
+def run(*args, env=None, tool=TUNE):
+  e = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+  return subprocess.run([sys.executable, tool, *args], capture_output=True, text=True, env=e, timeout=900)
+
+
+def last_json(stdout):
+  return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_two_trial_search_on_cifar_rejects_the_big_one(tmp_path):
+  train_dir = shared_data_dir("cifar10_subset", "train")
+  test_dir = shared_data_dir("cifar10_subset", "test")
+  r = run(f"--data={train_dir}", f"--val_data={test_dir}", "--image_size=32", "--tuner=grid",
+          '--space={"squeeze_ratio": [0.125, 1.0], "batch_norm": true}', "--max_params=1000000", "--epochs=1",
+          "--steps_per_epoch=40", f"--directory={tmp_path}", "--verbose=0", "--format=json")
+  assert r.returncode == 0, r.stderr
+  assert "Traceback" not in r.stderr  # a rejected candidate is not an error
+  d = last_json(r.stdout)
+  trials = {t["values"]["squeeze_ratio"]: t for t in d["trials"]}
+  small, big = trials[0.125], trials[1.0]
+  assert small["status"] == "COMPLETED" and 0.0 < small["val_accuracy"] <= 1.0
+  assert small["params"] == 752_498  # squeezenet_v1_0 (SR 0.125) with batch norm, 10 classes
+  assert big["status"] == "REJECTED" and big["val_accuracy"] is None
+  assert big["params"] > 1_000_000 and f"params {big['params']:,} > 1,000,000" in big["note"]
+  assert not os.path.exists(tmp_path / "search" / "trial_1" / "checkpoint.index")  # never trained
+  project = tmp_path / "search"
+  assert (project / "search.png").read_bytes()[:4] == b"\x89PNG"
+  assert json.loads((project / "results.json").read_text()) == d
+  events = [f for _, _, fs in os.walk(project / "logs") for f in fs if f.startswith("events.out")]
+  assert events  # TensorBoard logs (with HParams) per trial
+  # The best model loads and evaluates with sqznet-evaluate, with its own preprocessing metadata.
+  best = d["best"]["model"]
+  r = run(f"--saved_model={best}", f"--data_dir={test_dir}", "--limit=300", "--format=json",
+          tool=str(REPO / "tools" / "evaluate.py"))
+  assert r.returncode == 0, r.stderr
+  e = last_json(r.stdout)
+  assert e["n"] == 300 and e["preprocessing"]["crop_size"] == 32
+  assert e["top1"] > 0.15  # chance is 0.1; 40 steps reach ~0.25 on the validation set
+
+
+def test_resume_runs_only_the_new_trials(tmp_path):
+  space = '--space={"squeeze_ratio": [0.125, 1.0, 0.25], "batch_norm": true}'
+  r = run(*TINY, "--tuner=random", space, "--max_params=1000000", "--max_trials=2", f"--directory={tmp_path}")
+  assert r.returncode == 0, r.stderr
+  first = {t["trial"]: t for t in last_json(r.stdout)["trials"]}
+  assert len(first) == 2
+  r = run(*TINY, "--tuner=random", space, "--max_params=1000000", "--max_trials=3", "--nooverwrite",
+          f"--directory={tmp_path}")
+  assert r.returncode == 0, r.stderr
+  second = {t["trial"]: t for t in last_json(r.stdout)["trials"]}
+  assert len(second) == 3
+  for tid, t in first.items():  # the first two trials were kept, not run again
+    assert second[tid] == t
+  assert sorted(t["values"]["squeeze_ratio"] for t in second.values()) == [0.125, 0.25, 1.0]
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_chief_and_two_workers_share_the_trials(tmp_path):
+  env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+  args = [sys.executable, TUNE, *TINY, "--tuner=grid", f"--directory={tmp_path}",
+          '--space={"squeeze_ratio": [0.125, 0.25, 0.5, 0.75], "batch_norm": true}']
+  procs = {}
+  for tid in ("chief", "tuner0", "tuner1"):
+    e = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERASTUNER_TUNER_ID=tid, **env)
+    procs[tid] = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+  deadline = time.time() + 600
+  out = {}
+  try:
+    for tid, p in procs.items():
+      out[tid] = p.communicate(timeout=max(1, deadline - time.time()))
+  finally:
+    for p in procs.values():
+      if p.poll() is None:
+        p.kill()
+  assert all(p.returncode == 0 for p in procs.values()), {k: v[1][-2000:] for k, v in out.items()}
+  d = last_json(out["chief"][0])
+  assert len(d["trials"]) == 4 and all(t["status"] == "COMPLETED" for t in d["trials"])
+  ran = {}
+  for tid in ("tuner0", "tuner1"):
+    line = [l for l in out[tid][1].splitlines() if "this worker ran" in l][-1]
+    ran[tid] = int(line.rsplit("ran ", 1)[1].split()[0])
+  assert sum(ran.values()) == 4 and all(n >= 1 for n in ran.values()), ran
+  assert os.path.exists(d["best"]["model"])
+
+
+def test_bad_input_fails_cleanly(tmp_path):
+  for args, message in [(["--tuner=annealing"], "--tuner=annealing is not accepted"),
+                        (["--space={}"], "search space is empty"),
+                        (['--space={"squeeze_ratio": {"min": 0.001, "max": 0.5}}'], "impossible squeezenet_v1_0"),
+                        (['--space={"pct3x3": {"min": 0.2, "max": 0.8}}', "--tuner=grid"], "continuous range"),
+                        (["--size_bits=0"], "size_bits=0 is not accepted")]:
+    r = run(*TINY, f"--directory={tmp_path}", *args)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert message in r.stderr, r.stderr
