@@ -73,7 +73,7 @@ def test_fine_tuned_compression_of_a_trained_model(cifar_run, tmp_path):
   test_dir = shared_data_dir("cifar10_subset", "test")
   out, lite = tmp_path / "cifar.sqz", tmp_path / "cifar_int8.tflite"
   r = run("compress", "--model=squeezenet_v1_1", "--batch_norm", f"--weights={cifar_run.model_dir}",
-          f"--train_data={train_dir}", f"--data_dir={test_dir}", "--limit=500", "--prune", "--sparsity=0.6",
+          f"--train_data={train_dir}", f"--data_dir={test_dir}", "--limit=300", "--prune", "--sparsity=0.6",
           "--prune_epochs=1", "--cluster_epochs=1", "--steps_per_epoch=20", "--learning_rate=0.01", "--bits=4",
           f"--work_dir={tmp_path / 'work'}", f"--output={out}", f"--int8_tflite={lite}", "--qat_epochs=1",
           "--format=json")

@@ -47,12 +47,12 @@ def test_two_trial_search_on_cifar_rejects_the_big_one(tmp_path):
   assert events  # TensorBoard logs (with HParams) per trial
   # The best model loads and evaluates with sqznet-evaluate, with its own preprocessing metadata.
   best = d["best"]["model"]
-  r = run(f"--saved_model={best}", f"--data_dir={test_dir}", "--limit=300", "--format=json",
-          tool=str(REPO / "tools" / "evaluate.py"))
+  r = run(f"--saved_model={best}", f"--data_dir={test_dir}", "--format=json", tool=str(REPO / "tools" / "evaluate.py"))
   assert r.returncode == 0, r.stderr
   e = last_json(r.stdout)
-  assert e["n"] == 300 and e["preprocessing"]["crop_size"] == 32
-  assert e["top1"] > 0.15  # chance is 0.1; 40 steps reach ~0.25 on the validation set
+  assert e["n"] == 3000 and e["preprocessing"]["crop_size"] == 32
+  # The same 3,000 photos the search validated on: the saved model is the trial's (18.4% measured).
+  assert abs(e["top1"] - small["val_accuracy"]) < 0.005, (e["top1"], small["val_accuracy"])
 
 
 def test_resume_runs_only_the_new_trials(tmp_path):
@@ -106,11 +106,10 @@ def test_chief_and_two_workers_share_the_trials(tmp_path):
 
 
 def test_bad_input_fails_cleanly(tmp_path):
+  # (Impossible ranges and the other space errors are tested on the library, tests/search.)
   for args, message in [(["--tuner=annealing"], "--tuner=annealing is not accepted"),
-                        (["--space={}"], "search space is empty"),
                         (['--space={"squeeze_ratio": {"min": 0.001, "max": 0.5}}'], "impossible squeezenet_v1_0"),
-                        (['--space={"pct3x3": {"min": 0.2, "max": 0.8}}', "--tuner=grid"], "continuous range"),
-                        (["--size_bits=0"], "size_bits=0 is not accepted")]:
+                        (['--space={"pct3x3": {"min": 0.2, "max": 0.8}}', "--tuner=grid"], "continuous range")]:
     r = run(*TINY, f"--directory={tmp_path}", *args)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert message in r.stderr, r.stderr
