@@ -58,3 +58,22 @@ def test_hypermodel_builds_the_registry_networks():
   assert Budget(max_params=1_300_000).check({"params": 1_248_424, "macs": 0, "bytes": 0}) is None
   assert "params 1,300,001 > 1,300,000" in Budget(max_params=1_300_000).check(
       {"params": 1_300_001, "macs": 0, "bytes": 0})
+
+
+def test_every_tuner_runs_a_tiny_search(tmp_path):
+  from sqznet_tf.data.pipeline import DataSpec, make_datasets
+  from sqznet_tf.search import tuner as tuner_lib
+  data = make_datasets(DataSpec("synthetic", image_size=24, synthetic_size=64), 16, 4)
+  val = make_datasets(DataSpec("synthetic", image_size=24, synthetic_size=32, seed=1), 16, 4).train
+  space = space_lib.parse('{"squeeze_ratio": [0.125, 0.25], "pct3x3": {"min": 0.25, "max": 0.75}, '
+                          '"batch_norm": true}')
+  hm = tuner_lib.SqueezeNetHyperModel(space, "squeezenet_v1_1", (24, 24, 3), 4)
+  for name in ("hyperband", "bayesian"):  # random and grid: tests/tools/test_tune.py
+    t = tuner_lib.make_tuner(name, hm, str(tmp_path), name, max_trials=2, max_epochs=2, overwrite=True,
+                             budget=tuner_lib.Budget(max_params=10 ** 7))
+    t.search(data.train.repeat(), validation_data=val, steps_per_epoch=2, epochs=1, verbose=0)
+    rows = tuner_lib.trial_rows(t)
+    assert rows and all(r.status == "COMPLETED" and 0 <= r.val_accuracy <= 1 for r in rows), (name, rows)
+    assert all(0.25 <= r.values["pct3x3"] <= 0.75 and r.params > 0 for r in rows)
+  with pytest.raises(SqznetError, match="tuner 'annealing' is not accepted"):
+    tuner_lib.make_tuner("annealing", hm, str(tmp_path))
