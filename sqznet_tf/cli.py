@@ -53,8 +53,8 @@ def _key_flags_for_main(main) -> None:
       fv.register_key_flag_for_module(target, flag)
 
 
-def write_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file in the same folder, then renames it."""
+def write_atomic(path: str, text) -> None:
+  """Writes `text` (str or bytes) to `path` through a temporary file in the same folder, then renames it."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
@@ -62,13 +62,22 @@ def write_atomic(path: str, text: str) -> None:
   os.umask(umask)
   os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; outputs get the usual permissions
   try:
-    with os.fdopen(fd, "w") as f:
+    with os.fdopen(fd, "wb" if isinstance(text, (bytes, bytearray)) else "w") as f:
       f.write(text)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def read_bytes(path, what: str) -> bytes:
+  """The whole file at `path`; SqznetError naming `what` and the reason when it cannot be read."""
+  try:
+    with open(path, "rb") as f:
+      return f.read()
+  except OSError as e:
+    raise SqznetError(f"cannot read {what} {str(path)!r}: {e.strerror}") from None
 
 
 def write_json_atomic(path: str, obj) -> None:

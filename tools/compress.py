@@ -168,13 +168,12 @@ def main(argv):
   if (cfg.prune and cfg.prune_epochs) or (cfg.cluster and cfg.cluster_epochs):
     if not FLAGS.train_data:
       raise SqznetError("--prune_epochs/--cluster_epochs > 0 fine-tune the model: give --train_data")
-  # Peek at the model the weights make, to size the evaluation data; compress() loads it again.
+  # The model sizes the evaluation data, then starts the run.
   model, info = pipeline.load_model(cfg)
   size = int(model.input_shape[1])
   evaluate, samples = _evaluator(info, size)
   cfg = _config(size, info)
-  del model
-  result = pipeline.compress(cfg, evaluate, log=reporting.progress)
+  result = pipeline.compress(cfg, evaluate, log=reporting.progress, loaded=(model, info))
   rows = [r.to_dict() for r in result.rows]
   extra = {}
   if FLAGS.int8_tflite:
@@ -189,7 +188,7 @@ def main(argv):
       reporting.progress("post-training int8 quantization (TFLite)")
       data = tfmot_ops.int8_tflite(result.model, samples(64))
       stage = "int8 TFLite (post-training)"
-    pipeline._write_atomic_bytes(FLAGS.int8_tflite, data)  # pylint: disable=protected-access
+    cli.write_atomic(FLAGS.int8_tflite, data)
     acc = _tflite_accuracy(data, evaluate, result.model) if evaluate else (None, None)
     rows.append(dict(stage=stage, top1=acc[0], top5=acc[1], density=rows[-1]["density"],
                      bits=8, fp32_bytes=rows[-1]["fp32_bytes"], zip_bytes=None, deep_compression_bytes=None,

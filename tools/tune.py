@@ -96,7 +96,7 @@ def main(argv):
   from sqznet_tf._keras import keras  # pylint: disable=g-import-not-at-top
   from sqznet_tf.data import pipeline  # pylint: disable=g-import-not-at-top
   from sqznet_tf.search import space as space_lib, tuner as tuner_lib  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.weights import WeightsInfo, save_weights  # pylint: disable=g-import-not-at-top,unused-import
+  from sqznet_tf.weights import WeightsInfo  # pylint: disable=g-import-not-at-top
   if FLAGS.tuner not in tuner_lib.TUNERS:
     raise SqznetError(f"--tuner={FLAGS.tuner} is not accepted; expected one of {', '.join(tuner_lib.TUNERS)}")
   space = _space()

@@ -355,12 +355,8 @@ def _decode(data: bytes) -> Container:
 
 def read(path: Union[str, os.PathLike]) -> Container:
   """Reads and decodes a `.sqz` file."""
-  try:
-    with open(path, "rb") as f:
-      data = f.read()
-  except OSError as e:
-    raise SqznetError(f"cannot read compressed weights {str(path)!r}: {e.strerror}") from None
-  return decode(data, str(path))
+  from sqznet_tf.cli import read_bytes  # pylint: disable=g-import-not-at-top
+  return decode(read_bytes(path, "compressed weights"), str(path))
 
 
 def is_container(path) -> bool:

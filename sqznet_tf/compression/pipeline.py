@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from sqznet_tf.cli import write_atomic
 from sqznet_tf.compression import container, sharing
 from sqznet_tf.errors import SqznetError
 
@@ -267,11 +268,15 @@ def _finetune(cfg: CompressConfig, model, stage: str, epochs: int, wrap, unwrap,
 
 
 def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
-             log: Callable[[str], None] = lambda s: None) -> CompressResult:
-  """Runs the stages; see the module docstring."""
+             log: Callable[[str], None] = lambda s: None, loaded=None) -> CompressResult:
+  """Runs the stages; see the module docstring.
+
+  Args:
+    loaded: (model, WeightsInfo) from `load_model(cfg)` when the caller has it already.
+  """
   from sqznet_tf.pruning import prune, sensitivity  # pylint: disable=g-import-not-at-top
   cfg.validate()
-  model, info = load_model(cfg)
+  model, info = loaded or load_model(cfg)
   names = coded_layers(model)
   rows: List[StageRow] = []
 
@@ -321,7 +326,7 @@ def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
       config = container.model_config(cfg.model, _build_args(cfg, model), info, bits=cfg.bits)
       data, stats = container.encode(container.model_tensors(model, cfg.bits, shared, names), config,
                                      entropy=cfg.entropy, layout=cfg.layout, index_bits=cfg.index_bits)
-    _write_atomic_bytes(cfg.output, data)
+    write_atomic(cfg.output, data)
     _check_round_trip(cfg, model, data)
     measure(f"encoded ({'Huffman' if cfg.entropy and cfg.output_format == 'sqz' else 'fixed width'})",
             cfg.bits if cfg.cluster else None, len(data), same_as_last=True)
@@ -371,28 +376,12 @@ def _check_round_trip(cfg: CompressConfig, model, data: bytes) -> None:
   """Decodes the bytes just written and compares every weight with the model's."""
   if cfg.output_format == "net":
     from sqznet_tf.weights import deep_compression as dc  # pylint: disable=g-import-not-at-top
-    decoded = {(l.name, 0): l.keras_kernel for l in dc.decode(data).layers}
-    decoded.update({(l.name, 1): l.bias for l in dc.decode(data).layers})
+    layers = dc.decode(data).layers
+    decoded = {(l.name, 0): l.keras_kernel for l in layers}
+    decoded.update({(l.name, 1): l.bias for l in layers})
   else:
     decoded = container.decode(data, cfg.output).tensors
   for layer in model.layers:
     for i, w in enumerate(layer.get_weights()):
       if (layer.name, i) in decoded and not np.array_equal(decoded[(layer.name, i)], w):
         raise SqznetError(f"internal error: {cfg.output} does not decode to the weights of layer {layer.name}")
-
-
-def _write_atomic_bytes(path: str, data: bytes) -> None:
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise

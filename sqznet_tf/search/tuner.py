@@ -80,6 +80,7 @@ class SqueezeNetHyperModel(kt.HyperModel):
     self.classes = classes
     self.learning_rate = learning_rate
     self.momentum = momentum
+    self._costs = {}  # (hyperparameter values, budget size setting) -> cost: each network is built once
 
   def values(self, hp) -> Dict:
     """Registers the space's hyperparameters with `hp`; returns their values."""
@@ -117,9 +118,13 @@ class SqueezeNetHyperModel(kt.HyperModel):
     from sqznet_tf.analysis import analyze_model  # pylint: disable=g-import-not-at-top
     from sqznet_tf.models import build  # pylint: disable=g-import-not-at-top
     config, _ = self.config(hp)
-    report = analyze_model(build(config, input_shape=self.input_shape, classes=self.classes))
-    size = report.sizes(budget.density, budget.bits)["deep_compression"]["total"]
-    return {"params": report.params, "macs": report.macs, "bytes": size}
+    key = (repr(sorted((k, v) for k, v in hp.values.items() if not k.startswith("tuner/"))),
+           budget.density, budget.bits)
+    if key not in self._costs:
+      report = analyze_model(build(config, input_shape=self.input_shape, classes=self.classes))
+      size = report.sizes(budget.density, budget.bits)["deep_compression"]["total"]
+      self._costs[key] = {"params": report.params, "macs": report.macs, "bytes": size}
+    return dict(self._costs[key])
 
 
 class _BudgetMixin:

@@ -163,11 +163,8 @@ def decode(data: Union[bytes, bytearray, memoryview], layers: Sequence = LAYERS)
 
 def read(path: Union[str, os.PathLike]) -> CompressedNet:
   """Reads and decodes a `.net` file (see `decode`)."""
-  try:
-    with open(path, "rb") as f:
-      data = f.read()
-  except OSError as e:
-    raise SqznetError(f"cannot read compressed weights {str(path)!r}: {e.strerror}") from None
+  from sqznet_tf.cli import read_bytes  # pylint: disable=g-import-not-at-top
+  data = read_bytes(path, "compressed weights")
   try:
     return decode(data)
   except SqznetError as e:
