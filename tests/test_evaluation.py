@@ -95,6 +95,18 @@ def test_tfrecords(pretrained, tmp_path, sample_dir):
     evaluation.evaluate(pretrained, sources.open_source(str(bad)), prep, progress=False)
 
 
+def test_first_images_cover_every_class(tmp_path, sample):
+  for c, n in (("a", 3), ("b", 1), ("c", 2)):
+    (tmp_path / c).mkdir()
+    for i in range(n):
+      (tmp_path / c / f"{i}.png").write_bytes(b"")
+  src = sources.open_source(tmp_path)
+  order = [(os.path.basename(os.path.dirname(p)) + os.path.basename(p), l) for p, l in src.files]
+  assert order == [("a0.png", 0), ("b0.png", 1), ("c0.png", 2), ("a1.png", 0), ("c1.png", 2), ("a2.png", 0)]
+  labels = [l for _, l in sample.files]  # flat ImageNet files, named by WordNet id: the same
+  assert len(set(labels[:100])) == 100
+
+
 def test_source_errors(tmp_path, labels, sample_dir):
   empty = tmp_path / "empty"
   empty.mkdir()

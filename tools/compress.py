@@ -47,7 +47,8 @@ flags.DEFINE_string("data_dir", None, "Labelled photos to measure each stage on 
 flags.DEFINE_enum("data_format", "auto", ["auto", "folders", "flat", "tfrecord"], "Layout of --data_dir.")
 flags.DEFINE_string("labels", None, "Synset file for --data_dir (flat folders, WordNet-id folder names).")
 flags.DEFINE_integer("label_offset", 0, "Subtracted from TFRecord labels (1 for 1-based ImageNet records).")
-flags.DEFINE_integer("limit", None, "Photos per evaluation (the first ones); default all.", lower_bound=1)
+flags.DEFINE_integer("limit", None, "Photos per evaluation (the first ones, taken round-robin over the classes); "
+                     "default all.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 32, "Batch size of evaluation and fine-tuning.", lower_bound=1)
 # Training data for fine-tuning (and evaluation without --data_dir).
 flags.DEFINE_string("train_data", None, "Fine-tuning data: embedded, an image folder or TFRecords; its "

@@ -38,7 +38,7 @@ flags.DEFINE_bool("antialias", None, "Antialias when downscaling (tf back-end); 
 flags.DEFINE_enum("resize_backend", "tf", preprocessing.BACKENDS, "tf: tf.image (as in exported graphs); "
                   "pil: Pillow's antialiased resize (as the Caffe reference figures were measured).")
 flags.DEFINE_integer("batch_size", 32, "Images per forward pass.", lower_bound=1)
-flags.DEFINE_integer("limit", None, "Evaluate at most this many images.", lower_bound=1)
+flags.DEFINE_integer("limit", None, "Evaluate at most this many images (folders: taken round-robin over the classes).", lower_bound=1)
 flags.DEFINE_bool("per_class", False, "Also report accuracy per class.")
 flags.DEFINE_enum("format", "table", ["table", "json"], "Output format; json prints one JSON object as the "
                   "last line of stdout.")

@@ -38,7 +38,7 @@ from sqznet_tf.errors import SqznetError  # noqa: E402
 FLAGS = flags.FLAGS
 
 cli.define_classifier_data_flags()
-flags.DEFINE_integer("limit", None, "Images per evaluation (the first ones of --data_dir); default all. "
+flags.DEFINE_integer("limit", None, "Images per evaluation (the first ones of --data_dir, round-robin over the classes); default all. "
                      "The run costs 1 + layers x sparsities evaluations.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 32, "Images per forward pass.", lower_bound=1)
 flags.DEFINE_list("layers", None, "Layers to prune one at a time; default every prunable (conv/dense) layer.")

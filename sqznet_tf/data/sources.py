@@ -1,7 +1,8 @@
 """Labelled image sources for evaluation: class folders, flat WordNet-id folders, TFRecords.
 
 Each source yields (id, label, encoded bytes). Images are decoded later, one at a time, so an
-unreadable file can be skipped and counted instead of stopping the run.
+unreadable file can be skipped and counted instead of stopping the run. Folder layouts are
+listed round-robin over the classes, so the first N images (`--limit`) cover every class.
 
 Layouts:
   folders:  DATA_DIR/<class>/<image>; classes are the sorted folder names, or, when a synset
@@ -116,6 +117,22 @@ def detect_layout(path: str) -> str:
                     "named nXXXXXXXX_*, no TFRecords; pass --data_format")
 
 
+def interleave_classes(files: List[Tuple[str, int]]) -> List[Tuple[str, int]]:
+  """(path, label) pairs reordered round-robin over the classes, each class keeping its own order.
+
+  A listing sorted by class would make "the first N images" (--limit) the first class or two;
+  interleaved, any prefix covers the classes evenly.
+  """
+  by_class = {}
+  for path, label in files:
+    by_class.setdefault(label, []).append((path, label))
+  queues = [by_class[k] for k in sorted(by_class)]
+  out = []
+  for i in range(max(len(q) for q in queues)):
+    out.extend(q[i] for q in queues if i < len(q))
+  return out
+
+
 def open_source(path: str, data_format: str = "auto", labels: Optional[Labels] = None,
                 label_offset: int = 0) -> ImageSource:
   """Lists a labelled image source (see the module docstring for the layouts)."""
@@ -145,7 +162,7 @@ def open_source(path: str, data_format: str = "auto", labels: Optional[Labels] =
              for f in sorted(os.listdir(os.path.join(path, c))) if _is_image(f)]
     if not files:
       raise SqznetError(f"no images found in the class folders of {path!r}")
-    return ImageSource("folders", path, class_names, files=files)
+    return ImageSource("folders", path, class_names, files=interleave_classes(files))
 
   if layout == "flat":
     if labels is None or not labels.wnids:
@@ -164,7 +181,7 @@ def open_source(path: str, data_format: str = "auto", labels: Optional[Labels] =
       files.append((os.path.join(path, f), index[wnid]))
     if not files:
       raise SqznetError(f"no images found in {path!r}")
-    return ImageSource("flat", path, list(labels.names), files=files)
+    return ImageSource("flat", path, list(labels.names), files=interleave_classes(files))
 
   records = tfrecord_files(path)
   if not records:

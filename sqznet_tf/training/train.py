@@ -9,6 +9,8 @@ Outputs in `config.model_dir`:
   logs/                  TensorBoard (loss, accuracy, learning rate, histograms, graph)
   final.weights.h5       the last weights (+ .sqznet.json), saved_model/ (Keras SavedModel)
   summary.json           accuracy, parameters, size, time, images/s
+  wrappers.json          with `wrap` (pruning, clustering): the wrapped layers, so that the
+                         checkpoints of the wrapped model load (see training/wrappers.py)
 Under multi-worker training only the chief writes these; the other workers write to temporary
 folders that they delete.
 """
@@ -28,6 +30,7 @@ import numpy as np
 from sqznet_tf._keras import keras, tf
 from sqznet_tf.data import pipeline
 from sqznet_tf.errors import SqznetError
+from sqznet_tf.training import wrappers
 from sqznet_tf.training import callbacks as cb
 from sqznet_tf.training import schedules, strategies
 from sqznet_tf.training.config import TrainConfig
@@ -187,6 +190,8 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
         _init_from(model, config.init_weights)
       if wrap is not None:
         model = wrap(model)
+        if chief:
+          wrappers.record(model, out_dir)  # so that checkpoints of the wrapped model can be loaded
       if config.weight_decay and config.optimizer != "adamw":
         _l2_losses(model, config.weight_decay)
       warmup = int(round(config.warmup_epochs * steps))

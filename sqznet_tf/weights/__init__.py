@@ -198,8 +198,12 @@ def load_weights(model, weights) -> Optional[WeightsInfo]:
     try:
       model.load_weights(str(weights))
     except (ValueError, OSError) as e:
-      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      raise SqznetError(f"weights file {str(weights)!r} does not fit {model.name}: {first}") from e
+      from sqznet_tf.training import wrappers  # pylint: disable=g-import-not-at-top
+      record = wrappers.find_record(str(weights)) if os.path.exists(str(weights)) else None
+      if record is None:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SqznetError(f"weights file {str(weights)!r} does not fit {model.name}: {first}") from e
+      wrappers.load_stripped(model, str(weights), record)  # a checkpoint of a pruning/clustering phase
     info = None
     meta = str(weights) + INFO_SUFFIX
     if os.path.exists(meta):

@@ -134,6 +134,14 @@ def test_reload_still_wrapped_checkpoint(dsd_run):
   wrapped.load_weights(os.path.join(cfg.model_dir, "phase2_sparse", "checkpoints", "epoch-001.weights.h5"))
   zeros = {r["layer"]: r["zeros"] for r in prune.layer_sparsity(prune.strip(wrapped))}
   assert zeros["fire2_expand3x3"] == expected_zeros(9 * 16 * 64, 0.67)
+  # The phase recorded its wrappers, so the checkpoint also loads straight into the plain network
+  # (as sqznet-export and sqznet-evaluate load it): the last epoch's weights are the phase's final ones.
+  assert json.load(open(os.path.join(cfg.model_dir, "phase2_sparse", "wrappers.json")))["prune"][0] == "fire2_squeeze1x1"
+  plain = sqznet_tf.get_model("squeezenet_v1_1", batch_norm=True, classes=10, input_shape=(24, 24, 3),
+                              weights=os.path.join(cfg.model_dir, "phase2_sparse", "checkpoints", "epoch-001.weights.h5"))
+  final = _load(cfg, os.path.join(cfg.model_dir, "phase2_sparse", "final.weights.h5"))
+  for a, b in zip(plain.get_weights(), final.get_weights()):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_sparsity_plot(tmp_path, dsd_run):
