@@ -3,7 +3,8 @@
 from setuptools import find_packages, setup
 
 # Console scripts: every binary in tools/ (installed as the package sqznet_tf.tools).
-BINARIES = ["analyze", "evaluate", "predict", "train", "dsd", "sensitivity", "compress", "tune"]
+BINARIES = ["analyze", "evaluate", "predict", "train", "dsd", "sensitivity", "compress", "tune", "export",
+            "verify_export"]
 
 setup(
     name="sqznet_tf",
@@ -36,5 +37,5 @@ setup(
         "tfds": ["tensorflow-datasets"],
         "dev": ["pytest>=8", "pylint", "yapf"],
     },
-    entry_points={"console_scripts": [f"sqznet-{b}=sqznet_tf.tools.{b}:run" for b in BINARIES]},
+    entry_points={"console_scripts": [f"sqznet-{b.replace('_', '-')}=sqznet_tf.tools.{b}:run" for b in BINARIES]},
 )

@@ -6,6 +6,7 @@ never silently dropped.
 """
 
 import dataclasses
+import os
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -193,3 +194,59 @@ def load_classifier(model_name: Optional[str] = None, weights: Optional[str] = N
                   str(weights or "").endswith(".net") else config.default_input_size)
   model = get_model(model_name, weights=weights, input_shape=(input_size, input_size, 3))
   return model, weights_lib.weights_info(model)
+
+
+def _resolve_weights(weights: Optional[str]) -> Optional[str]:
+  if weights and os.path.isdir(weights):
+    path = os.path.join(weights, "final.weights.h5")
+    if not os.path.exists(path):
+      raise SqznetError(f"--weights folder {weights!r} has no final.weights.h5 (a finished training run)")
+    return path
+  if weights and weights != "imagenet" and not os.path.exists(weights):
+    raise SqznetError(f"weights {weights!r} do not exist; expected 'imagenet', a .net, .sqz or .h5 file, "
+                      "or a training folder")
+  return weights
+
+
+def _info_path(weights: str) -> Optional[str]:
+  """Metadata of Keras weights: beside the file, else (an epoch checkpoint) its run's final weights'."""
+  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
+  folder = os.path.dirname(os.path.abspath(weights))
+  for path in (weights + weights_lib.INFO_SUFFIX,
+               *(os.path.join(d, "final.weights.h5" + weights_lib.INFO_SUFFIX) for d in (folder, os.path.dirname(folder)))):
+    if os.path.exists(path):
+      return path
+  return None
+
+
+def load_trained(model_name: str, weights: Optional[str], overrides: Optional[dict] = None,
+                 classes: Optional[int] = None, input_size: Optional[int] = None):
+  """(model, WeightsInfo or None) for a registry name and any weights this package reads.
+
+  `weights`: "imagenet", a `.net` file, a `.sqz` container (it names its own architecture),
+  Keras weights saved by this package (a checkpoint of a pruning/clustering phase included), or a
+  sqznet-train folder (its final.weights.h5). Classes and input size default to the weights'
+  metadata (1000 and 227 for the ImageNet release), else to the variant's own.
+  """
+  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.models import get_config, get_model  # pylint: disable=g-import-not-at-top
+  weights = _resolve_weights(weights)
+  overrides = dict(overrides or {})
+  if weights and str(weights).endswith(".sqz"):
+    return load_classifier(model_name, weights, input_size=input_size)
+  meta = None
+  meta_path = _info_path(weights) if weights and weights.endswith(".h5") else None
+  if meta_path:
+    import json  # pylint: disable=g-import-not-at-top
+    with open(meta_path, encoding="utf-8") as f:
+      meta = weights_lib.WeightsInfo.from_dict(json.load(f))
+  imagenet = weights == "imagenet" or str(weights).endswith(".net")
+  classes = classes or (meta.classes if meta else (1000 if imagenet else None))
+  size = input_size or (meta.preprocessing.crop_size if meta else None) or (
+      weights_lib.IMAGENET_INFO.preprocessing.crop_size if imagenet
+      else get_config(model_name, **overrides).default_input_size)
+  kwargs = dict(overrides, weights=weights, input_shape=(size, size, 3))
+  if classes:
+    kwargs["classes"] = classes
+  model = get_model(model_name, **kwargs)
+  return model, weights_lib.weights_info(model) or meta

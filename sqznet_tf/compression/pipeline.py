@@ -210,41 +210,10 @@ def cluster_wrapper(bits: int, init: str, layers: List[str]):
   return wrap
 
 
-def _resolve_weights(weights: Optional[str]) -> Optional[str]:
-  if weights and os.path.isdir(weights):
-    path = os.path.join(weights, "final.weights.h5")
-    if not os.path.exists(path):
-      raise SqznetError(f"--weights folder {weights!r} has no final.weights.h5 (a finished training run)")
-    return path
-  if weights and weights != "imagenet" and not os.path.exists(weights):
-    raise SqznetError(f"weights {weights!r} do not exist; expected 'imagenet', a .net, .sqz or .h5 file, "
-                      "or a training folder")
-  return weights
-
-
 def load_model(cfg: CompressConfig):
   """(model, WeightsInfo or None) that the run starts from."""
-  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.models import get_config, get_model  # pylint: disable=g-import-not-at-top
-  weights = _resolve_weights(cfg.weights)
-  if weights and str(weights).endswith(container.SUFFIX):
-    from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top
-    return evaluation.load_classifier(cfg.model, weights, input_size=cfg.input_size)
-  meta = None
-  if weights and weights.endswith(".h5") and os.path.exists(weights + weights_lib.INFO_SUFFIX):
-    import json  # pylint: disable=g-import-not-at-top
-    with open(weights + weights_lib.INFO_SUFFIX, encoding="utf-8") as f:
-      meta = weights_lib.WeightsInfo.from_dict(json.load(f))
-  imagenet = weights == "imagenet" or str(weights).endswith(".net")
-  classes = cfg.classes or (meta.classes if meta else (1000 if imagenet else None))
-  size = cfg.input_size or (meta.preprocessing.crop_size if meta else None) or (
-      weights_lib.IMAGENET_INFO.preprocessing.crop_size if imagenet
-      else get_config(cfg.model, **cfg.overrides).default_input_size)
-  kwargs = dict(cfg.overrides, weights=weights, input_shape=(size, size, 3))
-  if classes:
-    kwargs["classes"] = classes
-  model = get_model(cfg.model, **kwargs)
-  return model, weights_lib.weights_info(model) or meta
+  from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top
+  return evaluation.load_trained(cfg.model, cfg.weights, cfg.overrides, cfg.classes, cfg.input_size)
 
 
 def _build_args(cfg: CompressConfig, model) -> dict:

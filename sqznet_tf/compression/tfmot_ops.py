@@ -354,27 +354,34 @@ def tflite_float_ops(tflite_bytes: bytes) -> List[str]:
   return out
 
 
-def tflite_predict(tflite_bytes: bytes, images) -> np.ndarray:
-  """Runs a TFLite flatbuffer on a batch of images; returns the outputs, (n, ...) float32.
+def tflite_predict(tflite_bytes: bytes, images, batch_size: Optional[int] = None) -> np.ndarray:
+  """Runs a TFLite flatbuffer on images, `batch_size` at a time (default all); (n, ...) float32.
 
   Int8 inputs/outputs are (de)quantized with the tensors' scale and zero point.
   """
   images = np.asarray(images, dtype=np.float32)
   interpreter = _interpreter(tflite_bytes)
-  inp = interpreter.get_input_details()[0]
-  interpreter.resize_tensor_input(inp["index"], [len(images), *images.shape[1:]])
-  interpreter.allocate_tensors()
-  inp = interpreter.get_input_details()[0]
-  out = interpreter.get_output_details()[0]
-  x = images
-  if inp["dtype"] != np.float32:
-    scale, zero = inp["quantization"]
-    info = np.iinfo(inp["dtype"])
-    x = np.clip(np.round(images / scale + zero), info.min, info.max).astype(inp["dtype"])
-  interpreter.set_tensor(inp["index"], x)
-  interpreter.invoke()
-  y = interpreter.get_tensor(out["index"])
-  if out["dtype"] != np.float32:
-    scale, zero = out["quantization"]
-    y = (y.astype(np.float32) - zero) * scale
-  return np.array(y, dtype=np.float32)
+  step = batch_size or max(len(images), 1)
+  outputs, shape = [], None
+  for start in range(0, len(images), step):
+    chunk = images[start:start + step]
+    if chunk.shape != shape:
+      inp = interpreter.get_input_details()[0]
+      interpreter.resize_tensor_input(inp["index"], list(chunk.shape))
+      interpreter.allocate_tensors()
+      inp = interpreter.get_input_details()[0]
+      out = interpreter.get_output_details()[0]
+      shape = chunk.shape
+    x = chunk
+    if inp["dtype"] != np.float32:
+      scale, zero = inp["quantization"]
+      info = np.iinfo(inp["dtype"])
+      x = np.clip(np.round(chunk / scale + zero), info.min, info.max).astype(inp["dtype"])
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    y = interpreter.get_tensor(out["index"])
+    if out["dtype"] != np.float32:
+      scale, zero = out["quantization"]
+      y = (y.astype(np.float32) - zero) * scale
+    outputs.append(np.array(y, dtype=np.float32))
+  return np.concatenate(outputs)

@@ -135,7 +135,7 @@ def _resized_size(height: int, width: int, p: Preprocessing) -> Tuple[int, int]:
           max(p.crop_size, round(width * p.resize_size / short)))
 
 
-def _normalise(x, p: Preprocessing):
+def normalise(x, p: Preprocessing):
   """x: float32 RGB 0-255 (numpy or tensor), last axis channels."""
   if p.channel_order == "BGR":
     x = x[..., ::-1]
@@ -144,6 +144,11 @@ def _normalise(x, p: Preprocessing):
 
 def preprocess_tf(image, p: Preprocessing):
   """Resize, centre crop and normalise one RGB image tensor (HxWx3, any dtype) with TensorFlow."""
+  return normalise(resize_and_crop_tf(image, p), p)
+
+
+def resize_and_crop_tf(image, p: Preprocessing):
+  """Resize and centre crop of `preprocess_tf`, without the normalisation: float32 RGB 0-255."""
   from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
   image = tf.cast(image, tf.float32)
   shape = tf.shape(image)
@@ -158,7 +163,7 @@ def preprocess_tf(image, p: Preprocessing):
   left = (size[1] - p.crop_size) // 2
   image = image[top:top + p.crop_size, left:left + p.crop_size, :]
   image.set_shape([p.crop_size, p.crop_size, 3])
-  return _normalise(image, p)
+  return image
 
 
 _PIL_METHODS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST", "area": "BOX"}
@@ -172,7 +177,7 @@ def preprocess_pil(pil_image, p: Preprocessing) -> np.ndarray:
   img = img.resize((w, h), getattr(Image.Resampling, _PIL_METHODS[p.method]))
   top, left = (h - p.crop_size) // 2, (w - p.crop_size) // 2
   img = img.crop((left, top, left + p.crop_size, top + p.crop_size))
-  return _normalise(np.asarray(img, dtype=np.float32), p).astype(np.float32)
+  return normalise(np.asarray(img, dtype=np.float32), p).astype(np.float32)
 
 
 class ImageDecodeError(SqznetError):
