@@ -57,6 +57,25 @@ def find_record(weights_path: str) -> Optional[str]:
   return None
 
 
+def _restore_cluster_state(model) -> None:
+  """Sets what tfmot's ClusterWeights keeps outside its variables from the loaded checkpoint.
+
+  With preserve_sparsity the wrapper remembers, from the weights it wrapped, which centroid it
+  pins to zero (`zero_idx`) and where the zeros were (`sparsity_masks`); neither is saved. Both
+  are read back from the loaded state: the pinned centroid is the one that is exactly zero, and
+  the zeros are the weights pulled to it (small weights that joined the zero cluster stay zero,
+  as they were in the clustered kernel).
+  """
+  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
+  for layer in model.layers:
+    if _KINDS.get(type(layer).__name__) != "cluster" or not getattr(layer, "preserve_sparsity", False):
+      continue
+    for name, centroids in layer.cluster_centroids.items():
+      zero = tf.argmin(tf.abs(centroids), axis=-1)
+      layer.zero_idx[name] = zero
+      layer.sparsity_masks[name] = tf.cast(tf.not_equal(layer.pulling_indices[name], zero), tf.float32)
+
+
 def load_stripped(model, weights_path: str, record_path: str):
   """`model` (plain) with the weights of a wrapped checkpoint, wrappers rebuilt, loaded and stripped."""
   from sqznet_tf.compression import tfmot_ops  # pylint: disable=g-import-not-at-top
@@ -79,6 +98,7 @@ def load_stripped(model, weights_path: str, record_path: str):
     raise SqznetError(f"checkpoint {weights_path!r} does not fit {model.name} with the wrappers of "
                       f"{record_path}: {first[:200]}") from None
   if c:
+    _restore_cluster_state(wrapped)
     wrapped = tfmot_ops.strip_clusters(wrapped)
   if rec.get("prune"):
     wrapped = prune.strip(wrapped)

@@ -142,6 +142,10 @@ def test_reload_still_wrapped_checkpoint(dsd_run):
   final = _load(cfg, os.path.join(cfg.model_dir, "phase2_sparse", "final.weights.h5"))
   for a, b in zip(plain.get_weights(), final.get_weights()):
     np.testing.assert_array_equal(a, b)
+  from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top
+  _, info = evaluation.load_trained("squeezenet_v1_1", os.path.join(cfg.model_dir, "phase2_sparse", "checkpoints",
+                                                                     "epoch-001.weights.h5"), {"batch_norm": True})
+  assert info.classes == 10 and info.preprocessing.crop_size == 24  # the run's metadata
 
 
 def test_sparsity_plot(tmp_path, dsd_run):

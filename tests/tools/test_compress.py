@@ -97,4 +97,14 @@ def test_fine_tuned_compression_of_a_trained_model(cifar_run, tmp_path):
   for (name, index), value in c.tensors.items():
     if index == 0 and value.ndim == 4:
       assert np.unique(value[value != 0]).size <= 15, name
+  # The clustering phase's checkpoint (tfmot wrappers on) loads into the plain network as its
+  # final, stripped weights: wrappers.json names the wrapped layers, the zero centroid is restored.
+  from sqznet_tf import evaluation
+  cluster = tmp_path / "work" / "cluster"
+  a, info = evaluation.load_trained("squeezenet_v1_1", str(cluster / "checkpoints" / "epoch-001.weights.h5"),
+                                    {"batch_norm": True})
+  b, _ = evaluation.load_trained("squeezenet_v1_1", str(cluster / "final.weights.h5"), {"batch_norm": True})
+  assert info.preprocessing.crop_size == 32 and len(a.get_weights()) == len(b.get_weights())
+  for x, y in zip(a.get_weights(), b.get_weights()):
+    np.testing.assert_array_equal(x, y)
 

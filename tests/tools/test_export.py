@@ -1,0 +1,97 @@
+"""sqznet-export and sqznet-verify-export as a user runs them, on the real release and the 500 photos."""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def run(tool, *args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, str(REPO / "tools" / f"{tool}.py"), *args], capture_output=True,
+                        text=True, env=env, timeout=900)
+
+
+def last_json(stdout):
+  return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def exported(release_path, sample_dir, synsets, tmp_path_factory):
+  export_dir = tmp_path_factory.mktemp("savedmodels") / "squeezenet"
+  r = run("export", f"--weights={release_path}", f"--labels={synsets}", f"--export_dir={export_dir}",
+          "--tflite=float32,int8", f"--representative_data={sample_dir}", "--onnx",
+          f"--warmup_images={sample_dir / 'n02123394_Persian_cat.JPEG'}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  return export_dir, last_json(r.stdout)
+
+
+def test_export_layout(exported):
+  export_dir, d = exported
+  assert d["version"] == 1 and d["path"] == str(export_dir / "1") and d["sparse"]  # the release is 2/3 zeros
+  assert d["warmup_requests"] == 3 and set(d["signatures"]) == {"serving_default", "serving_uint8", "serving_bytes"}
+  assert sorted(os.listdir(export_dir)) == ["1", "portable"]
+  assert sorted(os.listdir(export_dir / "portable" / "1")) == ["labels.txt", "model.onnx", "model_float32.tflite",
+                                                                "model_int8.tflite", "sqznet_export.json"]
+  # The sparse float32 flatbuffer is well under the 5 MB of dense float32 weights.
+  sizes = {os.path.basename(f["file"]): f["bytes"] for f in d["files"]}
+  assert sizes["model_float32.tflite"] < 2.5e6 and sizes["model_int8.tflite"] < 1.2e6
+
+
+def test_serving_bytes_puts_the_cat_first(exported, sample_dir):
+  from sqznet_tf.export import check  # pylint: disable=g-import-not-at-top
+  export_dir, _ = exported
+  session = check.ServingSession(str(export_dir / "1"))
+  try:
+    photo = (sample_dir / "n02123394_Persian_cat.JPEG").read_bytes()
+    body = {"signature_name": "serving_bytes", "instances": [{"b64": base64.b64encode(photo).decode()}]}
+    top = check.rest_predict(session, body)["predictions"][0]
+  finally:
+    session.close()
+  assert top["labels"][0] == "Persian cat" and top["classes"][0] == 283 and len(top["labels"]) == 5
+
+
+def test_every_export_matches_keras_on_the_500_photos(exported, sample_dir, synsets):
+  export_dir, _ = exported
+  r = run("verify_export", f"--export_dir={export_dir}", f"--data_dir={sample_dir}", f"--labels={synsets}",
+          "--format=json")
+  assert r.returncode == 0, r.stderr
+  d = last_json(r.stdout)
+  rows = {row["format"]: row for row in d["rows"]}
+  assert d["n"] == 500 and d["skipped"] == 0 and d["failures"] == []
+  keras = rows["keras"]
+  assert 0.6 < keras["top1"] < 0.7  # 65.6% measured
+  for name in ("saved_model:serving_bytes", "saved_model:serving_default"):
+    assert abs(rows[name]["top1"] - keras["top1"]) <= 0.002 and rows[name]["max_abs_diff"] <= 1e-5, rows[name]
+  assert d["serving_default_vs_bytes"]["top1_agreement"] == 1.0
+  assert rows["tflite:model_float32"]["max_abs_diff"] <= 1e-4 and rows["onnx:model"]["max_abs_diff"] <= 1e-4
+  assert rows["tflite:model_float32"]["top1"] - rows["tflite:model_int8"]["top1"] <= 0.02
+  assert d["warmup"] == {"requests": 3, "failed": 0, "first_error": None,
+                         "signatures": ["serving_bytes", "serving_default", "serving_uint8"]}
+
+
+def test_existing_version_is_refused_and_kept(exported, release_path):
+  export_dir, _ = exported
+  pb = export_dir / "1" / "saved_model.pb"
+  before = pb.read_bytes()
+  r = run("export", f"--weights={release_path}", f"--export_dir={export_dir}", "--version=1")
+  assert r.returncode == 1 and "Traceback" not in r.stderr
+  assert "version 1 of" in r.stderr and "exists; pass --overwrite to replace it" in r.stderr
+  assert pb.read_bytes() == before and sorted(os.listdir(export_dir)) == ["1", "portable"]
+
+
+def test_bad_flags_fail_cleanly(release_path, tmp_path):
+  out = tmp_path / "m"
+  for args, message in [(["--tflite=float32,int4"], "--tflite=int4 is not accepted"),
+                        (["--top_k=1001", "--labels=/nope.txt"], "cannot read label file '/nope.txt'")]:
+    r = run("export", f"--weights={release_path}", f"--export_dir={out}", *args)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert message in r.stderr, r.stderr
+    assert not out.exists() or not os.listdir(out)
+  r = run("verify_export", f"--export_dir={out}", f"--data_dir={tmp_path}")
+  assert r.returncode == 1 and "holds no SavedModel version" in r.stderr
