@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sqznet-installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean bench-torch-env
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,15 @@ demo: venv
 	$(VENV)/bin/sqznet-analyze --compare=squeezenet_v1_0,squeezenet_v1_1,alexnet,alexnet_owt
 
 test: venv
-	$(PY) -m pytest -q --durations=12 tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=12 tests
+
+# Optional: PyTorch + torchvision for bench/vs_torchvision.py, in their own venv (not a dependency
+# of the package). On the project's machines pip takes both from local files.
+TORCH_VENV := .venv-torch
+bench-torch-env:
+	$(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TORCH_VENV)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

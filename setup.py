@@ -31,7 +31,7 @@ setup(
         "pyyaml>=6",  # per-layer sparsity maps in YAML
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
         "export": ["tensorflow-serving-api>=2.21,<2.22", "tf2onnx", "onnxruntime", "ai-edge-litert"],
         "bayes": ["scikit-learn", "scipy"],
         "tfds": ["tensorflow-datasets"],

@@ -23,6 +23,19 @@ def shared_data_dir(*parts) -> pathlib.Path:
   return path
 
 
+def pytest_collection_modifyitems(config, items):
+  """Groups tests by module for pytest-xdist's loadgroup scheduling (`make test` runs two workers).
+
+  A module's tests share module-scoped fixtures, so they run on one worker; the modules that
+  train on the session-scoped `cifar_run` share one group, so the model is trained once.
+  """
+  del config
+  for item in items:
+    fixtures = getattr(item, "fixturenames", ())
+    group = "cifar_run" if "cifar_run" in fixtures else item.module.__name__
+    item.add_marker(pytest.mark.xdist_group(group))
+
+
 class ModelCache:
   """Builds each (name, input size, options) once per test session."""
 

@@ -1,0 +1,196 @@
+"""This package against torchvision on the same CPU, and against the CPU's matrix-multiply peak.
+
+Run by hand (not a test); results go to BENCHMARKS.md with the machine, date and command, and as
+JSON to --output. Needs the optional PyTorch venv: `make bench-torch-env` (torch and torchvision
+in .venv-torch; PyTorch is not a dependency of the package).
+
+Two long-lived worker processes, one per framework (bench/_tf_worker.py in this venv,
+bench/_torch_worker.py in .venv-torch), take turns: for every measurement and repetition the TF
+worker runs, then the torch worker, while the other waits, so each pair sees the same machine
+state. Every figure is the median over --reps repetitions of the median call time of one
+repetition (warm-up calls excluded); ratios are medians of the per-repetition ratios.
+
+Measured:
+  inference   batch 32 throughput and batch 1 latency at 224 px: squeezenet_v1_0, squeezenet_v1_1,
+              alexnet_owt vs torchvision squeezenet1_0, squeezenet1_1, alexnet (random weights)
+  training    images/s of one SGD step (forward, backward, update) at 64 and 224 px, batch 32
+  matmul      a 4096 x 4096 fp32 product, GFLOP/s, in both frameworks (the CPU's practical peak)
+  portable    batch-1 latency of squeezenet_v1_1 as TFLite float32 / int8 (XNNPACK) and ONNX Runtime
+  sparsity    dense vs pruned SqueezeNet v1.0 (the release: 2/3 zeros): TF and TFLite latency
+Settings: threads = --threads (default: all cores) in both; torch: channels_last,
+inference_mode; TF: the model in a tf.function with a fixed input signature.
+
+  python bench/vs_torchvision.py --output=bench/results/vs_torchvision.json
+"""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+flags.DEFINE_string("torch_python", os.path.join(REPO, ".venv-torch", "bin", "python"),
+                    "Python of the PyTorch venv (make bench-torch-env); empty: TF only.")
+flags.DEFINE_integer("threads", os.cpu_count(), "Threads for both frameworks.")
+flags.DEFINE_integer("reps", 5, "Paired repetitions of every measurement.")
+flags.DEFINE_list("models", ["squeezenet_v1_0", "squeezenet_v1_1", "alexnet_owt"], "Registry names.")
+flags.DEFINE_list("parts", ["matmul", "infer", "latency", "train", "portable", "sparsity"], "What to measure.")
+flags.DEFINE_string("tf_mode", "function", "TF inference mode: function, predict_on_batch or predict.")
+flags.DEFINE_string("train_mode", "fit", "TF training mode: fit or step.")
+flags.DEFINE_integer("inter_threads", 0, "TF inter-op threads (0: TensorFlow's default).")
+flags.DEFINE_string("release", os.path.join(REPO, "..", "shared", "data", "squeezenet_v1_0_deep_compression",
+                                            "compressed_SqueezeNet.net"), "The pruned model for the sparsity part.")
+flags.DEFINE_string("photos", os.path.join(REPO, "..", "shared", "data", "imagenet_sample", "images"),
+                    "Photos to calibrate the int8 TFLite model on.")
+flags.DEFINE_string("output", None, "Also write the results here (JSON).")
+
+
+class Worker:
+  """A worker process answering JSON requests (bench/_protocol.py)."""
+
+  def __init__(self, python, script, *args):
+    self.proc = subprocess.Popen([python, os.path.join(HERE, script), *args], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+  def ask(self, **req):
+    self.proc.stdin.write(json.dumps(req) + "\n")
+    self.proc.stdin.flush()
+    line = self.proc.stdout.readline()
+    if not line:
+      raise RuntimeError(f"worker {self.proc.args[1]} died on {req}")
+    answer = json.loads(line)
+    if "error" in answer:
+      raise RuntimeError(f"{self.proc.args[1]}: {answer['error']} on {req}")
+    return answer
+
+  def close(self):
+    self.proc.stdin.close()
+    self.proc.wait(timeout=60)
+
+
+def log(msg):
+  sys.stderr.write(msg + "\n")
+  sys.stderr.flush()
+
+
+def paired(tf_worker, torch_worker, per_call, **req):
+  """Median over reps of (TF, torch) median call seconds, and the median per-rep torch/TF time ratio."""
+  tf_s, torch_s, ratios = [], [], []
+  for _ in range(FLAGS.reps):
+    a = statistics.median(tf_worker.ask(**req)["seconds"])
+    tf_s.append(a)
+    if torch_worker:
+      b = statistics.median(torch_worker.ask(**{k: v for k, v in req.items() if k != "mode"})["seconds"])
+      torch_s.append(b)
+      ratios.append(b / a)  # > 1: this package is faster
+  out = {"tf_seconds": statistics.median(tf_s), "tf_per_second": per_call / statistics.median(tf_s)}
+  if torch_worker:
+    out.update(torch_seconds=statistics.median(torch_s), torch_per_second=per_call / statistics.median(torch_s),
+               speedup=statistics.median(ratios), speedup_min=min(ratios), speedup_max=max(ratios))
+  return out
+
+
+def main(argv):
+  del argv
+  from sqznet_tf.analysis import cost  # pylint: disable=g-import-not-at-top
+  threads = str(FLAGS.threads)
+  tf_w = Worker(sys.executable, "_tf_worker.py", f"--threads={threads}", f"--inter_threads={FLAGS.inter_threads}")
+  torch_w = Worker(FLAGS.torch_python, "_torch_worker.py", f"--threads={threads}") if FLAGS.torch_python else None
+  results = {"machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
+             "settings": {"threads": FLAGS.threads, "reps": FLAGS.reps, "tf_mode": FLAGS.tf_mode,
+                          "train_mode": FLAGS.train_mode},
+             "versions": {"tf": tf_w.ask(task="versions"), "torch": torch_w.ask(task="versions") if torch_w else None}}
+  macs = {m: cost.analyze(m, input_size=224).macs for m in FLAGS.models}
+  try:
+    if "matmul" in FLAGS.parts:
+      log("matmul 4096")
+      r = paired(tf_w, torch_w, 2 * 4096 ** 3 / 1e9, task="matmul", n=4096, iters=3)
+      results["matmul_gflops"] = r
+    peak = results.get("matmul_gflops", {}).get("tf_per_second")
+    for part, batch, size, iters in (("infer", 32, 224, 5), ("latency", 1, 224, 20)):
+      if part not in FLAGS.parts:
+        continue
+      results[part] = {}
+      for m in FLAGS.models:
+        log(f"{part} {m} batch {batch}")
+        r = paired(tf_w, torch_w, batch, task="infer", model=m, batch=batch, size=size, iters=iters,
+                   mode=FLAGS.tf_mode)
+        r["macs_per_image"] = macs[m]
+        if peak:
+          r["tf_fraction_of_peak"] = 2 * macs[m] * r["tf_per_second"] / 1e9 / peak
+          if "torch_per_second" in r:
+            r["torch_fraction_of_peak"] = 2 * macs[m] * r["torch_per_second"] / 1e9 / peak
+        results[part][m] = r
+    if "train" in FLAGS.parts:
+      results["train"] = {}
+      for size in (64, 224):
+        for m in FLAGS.models:
+          log(f"train {m} {size} px")
+          results["train"][f"{m}@{size}"] = paired(tf_w, torch_w, 32, task="train", model=m, batch=32, size=size,
+                                                   iters=5 if size == 224 else 10, mode=FLAGS.train_mode)
+    if "portable" in FLAGS.parts or "sparsity" in FLAGS.parts:
+      results.update(_portable(tf_w))
+  finally:
+    tf_w.close()
+    if torch_w:
+      torch_w.close()
+  text = json.dumps(results, indent=2)
+  print(text)
+  if FLAGS.output:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+    with open(FLAGS.output, "w", encoding="utf-8") as f:
+      f.write(text + "\n")
+
+
+def _portable(tf_w):
+  out = {}
+  reps = lambda **req: statistics.median(statistics.median(tf_w.ask(**req)["seconds"]) for _ in range(FLAGS.reps))  # noqa: E731
+  if "portable" in FLAGS.parts:
+    out["portable_latency_ms"] = {}
+    for kind in ("float32", "int8"):
+      log(f"TFLite {kind}")
+      out["portable_latency_ms"][f"tflite_{kind}"] = 1e3 * reps(task="tflite", model="squeezenet_v1_1", kind=kind,
+                                                               photos=FLAGS.photos, iters=30)
+    log("ONNX Runtime")
+    out["portable_latency_ms"]["onnxruntime"] = 1e3 * reps(task="onnx", model="squeezenet_v1_1", iters=30)
+    out["portable_latency_ms"]["tf_function"] = 1e3 * reps(task="infer", model="squeezenet_v1_1", batch=1, size=224,
+                                                           iters=30)
+  if "sparsity" in FLAGS.parts:
+    out["sparsity_latency_ms"] = {}
+    for weights in (None, FLAGS.release):
+      name = "pruned (release, 33.4% non-zero)" if weights else "dense (random weights)"
+      row = {}
+      log(f"sparsity: {name}")
+      row["tf_function"] = 1e3 * reps(task="infer", model="squeezenet_v1_0_caffe", batch=1, size=227, iters=30,
+                                      weights=weights)
+      for sparse in (False, True):
+        for delegate in (True, False):
+          key = f"tflite_{'sparse' if sparse else 'dense'}_flatbuffer_{'xnnpack' if delegate else 'builtin'}"
+          row[key] = 1e3 * reps(task="tflite", model="squeezenet_v1_0_caffe", kind="float32", weights=weights,
+                                sparse=sparse, xnnpack=delegate, iters=30)
+      out["sparsity_latency_ms"][name] = row
+  return out
+
+
+def _cpu():
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor()
+
+
+if __name__ == "__main__":
+  app.run(main)
