@@ -27,7 +27,7 @@ demo: venv
 	$(VENV)/bin/sqznet-analyze --compare=squeezenet_v1_0,squeezenet_v1_1,alexnet,alexnet_owt
 
 test: venv
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=12 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=12 tests
 
 # Optional: PyTorch + torchvision for bench/vs_torchvision.py, in their own venv (not a dependency
 # of the package). On the project's machines pip takes both from local files.

@@ -23,19 +23,6 @@ def shared_data_dir(*parts) -> pathlib.Path:
   return path
 
 
-def pytest_collection_modifyitems(config, items):
-  """Groups tests by module for pytest-xdist's loadgroup scheduling (`make test` runs two workers).
-
-  A module's tests share module-scoped fixtures, so they run on one worker; the modules that
-  train on the session-scoped `cifar_run` share one group, so the model is trained once.
-  """
-  del config
-  for item in items:
-    fixtures = getattr(item, "fixturenames", ())
-    group = "cifar_run" if "cifar_run" in fixtures else item.module.__name__
-    item.add_marker(pytest.mark.xdist_group(group))
-
-
 class ModelCache:
   """Builds each (name, input size, options) once per test session."""
 
@@ -83,14 +70,31 @@ def pretrained(models, release_path):
 
 @pytest.fixture(scope="session")
 def cifar_run(tmp_path_factory):
-  """SqueezeNet v1.1 (batch norm) trained 4 epochs on the real CIFAR-10 subset at 32 px."""
+  """SqueezeNet v1.1 (batch norm) trained 4 epochs on the real CIFAR-10 subset at 32 px.
+
+  Trained once per test run: under pytest-xdist (`make test` runs two workers) the first worker
+  that asks trains it under a file lock in the run's shared temporary folder, the other reads it.
+  """
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import fcntl  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
   from sqznet_tf.data.pipeline import DataSpec  # pylint: disable=g-import-not-at-top
   from sqznet_tf.training.config import TrainConfig  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.training.train import train  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.training.train import TrainResult, train  # pylint: disable=g-import-not-at-top
   train_dir = shared_data_dir("cifar10_subset", "train")
   test_dir = shared_data_dir("cifar10_subset", "test")
-  model_dir = str(tmp_path_factory.mktemp("cifar"))
-  config = TrainConfig(model="squeezenet_v1_1", overrides={"batch_norm": True},
-                       data=DataSpec("folder", str(train_dir), val_path=str(test_dir), image_size=32),
-                       batch_size=64, epochs=4, learning_rate=0.04, model_dir=model_dir, verbose=0)
-  return train(config)
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # shared by the workers of this run
+  model_dir = root / "cifar_run"
+  with open(root / "cifar_run.lock", "w", encoding="utf-8") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    done = root / "cifar_run.json"
+    if done.exists():
+      return TrainResult(**json.loads(done.read_text(encoding="utf-8")))
+    config = TrainConfig(model="squeezenet_v1_1", overrides={"batch_norm": True},
+                         data=DataSpec("folder", str(train_dir), val_path=str(test_dir), image_size=32),
+                         batch_size=64, epochs=4, learning_rate=0.04, model_dir=str(model_dir), verbose=0)
+    result = train(config)
+    done.write_text(json.dumps(dataclasses.asdict(result)), encoding="utf-8")
+    return result
