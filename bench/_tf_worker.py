@@ -33,7 +33,7 @@ def main():
 
   cache = {}
 
-  def model(name, size, weights=None):
+  def build(name, size, weights=None):
     key = (name, size, weights)
     if key not in cache:
       cache[key] = sqznet_tf.get_model(name, input_shape=(size, size, 3), classes=1000, weights=weights)
@@ -45,8 +45,8 @@ def main():
       cache[key] = tf.function(lambda t: m(t, training=False), input_signature=[tf.TensorSpec([None, size, size, 3])])
     return cache[key]
 
-  def infer(model_name, batch, size, iters, mode="function", weights=None):
-    m = model(model_name, size, weights)
+  def infer(model, batch, size, iters, mode="function", weights=None):
+    m = build(model, size, weights)
     x = tf.constant(rng.standard_normal((batch, size, size, 3), dtype=np.float32))
     if mode == "function":
       fn = function(m, size)
@@ -57,24 +57,30 @@ def main():
       call = lambda: m.predict(x, batch_size=batch, verbose=0)  # noqa: E731
     return {"seconds": _protocol.timed(call, iters)}
 
-  def train(model_name, batch, size, iters, mode="fit"):
-    keras.backend.clear_session()
-    m = sqznet_tf.get_model(model_name, input_shape=(size, size, 3), classes=1000)
-    x = rng.standard_normal((batch, size, size, 3), dtype=np.float32)
-    y = keras.utils.to_categorical(rng.integers(0, 1000, batch), 1000)
-    opt = keras.optimizers.SGD(0.001, momentum=0.9)
-    loss_fn = keras.losses.CategoricalCrossentropy()
-    if mode == "step":
+  def train(model, batch, size, iters, mode="fit"):
+    key = ("train", model, batch, size, mode)
+    if key in cache:  # a later repetition: the model is built and traced already
+      m, step, ds = cache[key]
+    else:
+      m = sqznet_tf.get_model(model, input_shape=(size, size, 3), classes=1000)
+      x = rng.standard_normal((batch, size, size, 3), dtype=np.float32)
+      y = keras.utils.to_categorical(rng.integers(0, 1000, batch), 1000)
+      opt = keras.optimizers.SGD(0.001, momentum=0.9)
+      loss_fn = keras.losses.CategoricalCrossentropy()
       xt, yt = tf.constant(x), tf.constant(y)
+
       @tf.function
       def step():
         with tf.GradientTape() as tape:
           loss = loss_fn(yt, m(xt, training=True))
         opt.apply_gradients(zip(tape.gradient(loss, m.trainable_variables), m.trainable_variables))
         return loss
+
+      m.compile(optimizer=opt, loss=loss_fn)
+      ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+      cache[key] = (m, step, ds)
+    if mode == "step":
       return {"seconds": _protocol.timed(lambda: step().numpy(), iters)}
-    m.compile(optimizer=opt, loss=loss_fn)
-    ds = tf.data.Dataset.from_tensors((x, y)).repeat()
     times = []
 
     class Clock(keras.callbacks.Callback):
@@ -94,12 +100,12 @@ def main():
     fn = tf.function(tf.linalg.matmul)
     return {"seconds": _protocol.timed(lambda: fn(a, b).numpy(), iters)}
 
-  def flatbuffer(model_name, kind, weights=None, sparse=False, photos=None):
-    key = ("tflite", model_name, kind, weights, sparse)
+  def flatbuffer(name, kind, weights=None, sparse=False, photos=None):
+    key = ("tflite", name, kind, weights, sparse)
     if key not in cache:
       from sqznet_tf.data import preprocessing  # pylint: disable=g-import-not-at-top
       from sqznet_tf.export import portable  # pylint: disable=g-import-not-at-top
-      m = model(model_name, 227 if model_name.endswith("_caffe") else 224, weights)
+      m = build(name, 227 if name.endswith("_caffe") else 224, weights)
       rep = None
       if kind == "int8":
         prep = preprocessing.with_crop(preprocessing.PRESETS["caffe"], int(m.input_shape[1]))

@@ -25,20 +25,20 @@ def main():
   torch.manual_seed(0)
   cl = torch.channels_last
 
-  def model(name, train):
+  def build(name, train):
     m = getattr(torchvision.models, NAMES[name])(weights=None, num_classes=1000)
     return m.to(memory_format=cl).train(train)
 
-  def infer(model_name, batch, size, iters):
-    m = model(model_name, False)
+  def infer(model, batch, size, iters):
+    m = build(model, False)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=cl)
     def call():
       with torch.inference_mode():
         m(x)
     return {"seconds": _protocol.timed(call, iters)}
 
-  def train(model_name, batch, size, iters):
-    m = model(model_name, True)
+  def train(model, batch, size, iters):
+    m = build(model, True)
     opt = torch.optim.SGD(m.parameters(), lr=0.001, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=cl)

@@ -135,8 +135,11 @@ def main(argv):
       for size in (64, 224):
         for m in FLAGS.models:
           log(f"train {m} {size} px")
-          results["train"][f"{m}@{size}"] = paired(tf_w, torch_w, 32, task="train", model=m, batch=32, size=size,
-                                                   iters=5 if size == 224 else 10, mode=FLAGS.train_mode)
+          try:
+            results["train"][f"{m}@{size}"] = paired(tf_w, torch_w, 32, task="train", model=m, batch=32, size=size,
+                                                     iters=4 if size == 224 else 10, mode=FLAGS.train_mode)
+          except RuntimeError as e:  # alexnet_owt has no 64 px form (fc6 needs a 6x6 pool5 map)
+            results["train"][f"{m}@{size}"] = {"error": str(e)}
     if "portable" in FLAGS.parts or "sparsity" in FLAGS.parts:
       results.update(_portable(tf_w))
   finally:

@@ -55,9 +55,11 @@ def evaluate(model, source: ImageSource, preprocessor: Preprocessor, batch_size:
              limit: Optional[int] = None, per_class: bool = False, progress: bool = True) -> EvalResult:
   """Top-1 / top-5 accuracy of `model` (probabilities or logits) on `source`."""
   from sqznet_tf import reporting  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.inference import predictor  # pylint: disable=g-import-not-at-top
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise SqznetError(f"batch_size={batch_size!r} is not accepted; expected a positive integer")
   num_classes = int(model.output_shape[-1])
+  model = predictor(model)
   total = min(len(source), limit) if source.size_known and limit else (len(source) or limit)
   bar = reporting.ProgressBar(total, "evaluating") if progress else None
   start = time.time()
@@ -140,7 +142,8 @@ def predict_files(model, paths: Sequence[str], preprocessor: Preprocessor, label
       xs.append(preprocessor(data))
     except ImageDecodeError as e:
       raise SqznetError(f"{p}: {e}") from None
-  probs = np.asarray(model.predict_on_batch(np.stack(xs)))
+  from sqznet_tf.inference import predictor  # pylint: disable=g-import-not-at-top
+  probs = np.asarray(predictor(model).predict_on_batch(np.stack(xs)))
   out = []
   for p, row in zip(paths, probs):
     top = np.argsort(-row)[:top_k]
