@@ -42,7 +42,9 @@ flags.DEFINE_string("torch_python", os.path.join(REPO, ".venv-torch", "bin", "py
 flags.DEFINE_integer("threads", os.cpu_count(), "Threads for both frameworks.")
 flags.DEFINE_integer("reps", 5, "Paired repetitions of every measurement.")
 flags.DEFINE_list("models", ["squeezenet_v1_0", "squeezenet_v1_1", "alexnet_owt"], "Registry names.")
-flags.DEFINE_list("parts", ["matmul", "infer", "latency", "train", "portable", "sparsity"], "What to measure.")
+flags.DEFINE_list("parts", ["matmul", "bandwidth", "infer", "latency", "train", "portable", "sparsity"],
+                  "What to measure.")
+flags.DEFINE_list("train_sizes", ["64", "224"], "Image sizes of the training measurements.")
 flags.DEFINE_string("tf_mode", "function", "TF inference mode: function, predict_on_batch or predict.")
 flags.DEFINE_string("train_mode", "fit", "TF training mode: fit or step.")
 flags.DEFINE_integer("inter_threads", 0, "TF inter-op threads (0: TensorFlow's default).")
@@ -115,6 +117,9 @@ def main(argv):
       log("matmul 4096")
       r = paired(tf_w, torch_w, 2 * 4096 ** 3 / 1e9, task="matmul", n=4096, iters=3)
       results["matmul_gflops"] = r
+    if "bandwidth" in FLAGS.parts:
+      log("memory bandwidth")
+      results["bandwidth_gb_per_s"] = _bandwidth()
     peak = results.get("matmul_gflops", {}).get("tf_per_second")
     for part, batch, size, iters in (("infer", 32, 224, 5), ("latency", 1, 224, 20)):
       if part not in FLAGS.parts:
@@ -132,7 +137,7 @@ def main(argv):
         results[part][m] = r
     if "train" in FLAGS.parts:
       results["train"] = {}
-      for size in (64, 224):
+      for size in map(int, FLAGS.train_sizes):
         for m in FLAGS.models:
           log(f"train {m} {size} px")
           try:
@@ -182,6 +187,20 @@ def _portable(tf_w):
                                 sparse=sparse, xnnpack=delegate, iters=30)
       out["sparsity_latency_ms"][name] = row
   return out
+
+
+def _bandwidth(mib: int = 512) -> float:
+  """Memory bandwidth (GB/s) of a numpy copy of `mib` MiB: bytes read + bytes written, median of 5."""
+  import time  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  a = np.ones(mib * 2 ** 20 // 4, np.float32)
+  b = np.empty_like(a)
+  seconds = []
+  for _ in range(6):
+    t = time.perf_counter()
+    np.copyto(b, a)
+    seconds.append(time.perf_counter() - t)
+  return 2 * a.nbytes / statistics.median(seconds[1:]) / 1e9
 
 
 def _cpu():

@@ -1,8 +1,8 @@
 """Repeated inference without Keras' per-call overhead: the forward pass compiled once.
 
 `Keras Model.predict_on_batch` re-enters Keras' data handling on every call; at batch 1 that
-costs as much as SqueezeNet itself (measured: 20 ms against 9 ms for v1.1 at 224 px on 2 cores,
-see BENCHMARKS.md). `Predictor` traces `model(x, training=False)` once in a tf.function with a
+costs as much as SqueezeNet itself (measured: 16.5 ms against 8.8 ms for v1.1 at 224 px on 2
+cores; BENCHMARKS.md). `Predictor` traces `model(x, training=False)` once in a tf.function with a
 fixed input signature (any batch size) and calls it directly. Evaluation, prediction and the
 export checks use it.
 """
