@@ -1,7 +1,9 @@
 """What every binary in tools/ shares: the error boundary and atomic output writing."""
 
+import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -69,6 +71,26 @@ def write_atomic(path: str, text) -> None:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str):
+  """Yields a temporary folder beside `path`; on success it replaces `path` (an existing one only
+  once the new one is complete), on failure it is removed and `path` is left as it was."""
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=f".tmp-{os.path.basename(path)}-")
+  try:
+    yield tmp
+    old = None
+    if os.path.exists(path):
+      old = tmp + ".replaced"
+      os.replace(path, old)
+    os.replace(tmp, path)
+    if old:
+      shutil.rmtree(old, ignore_errors=True)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_bytes(path, what: str) -> bytes:

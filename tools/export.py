@@ -153,26 +153,14 @@ def main(argv):
 
 def _write_folder(folder, files, names, record):
   """The portable files, their labels and metadata, written beside and renamed into `folder`."""
-  import json  # pylint: disable=g-import-not-at-top
-  import shutil  # pylint: disable=g-import-not-at-top
-  import tempfile  # pylint: disable=g-import-not-at-top
-  parent = os.path.dirname(folder)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-")
-  try:
+  from sqznet_tf.export import serving  # pylint: disable=g-import-not-at-top
+  with cli.atomic_folder(folder) as tmp:
     for f, data in files.items():
       with open(os.path.join(tmp, f), "wb") as out:
         out.write(data)
-    with open(os.path.join(tmp, "labels.txt"), "w", encoding="utf-8") as out:
-      out.write("".join(f"{n}\n" for n in names))
-    with open(os.path.join(tmp, "sqznet_export.json"), "w", encoding="utf-8") as out:
-      json.dump({k: v for k, v in record.items() if k != "signatures"}, out, indent=2)
-      out.write("\n")
-    if os.path.exists(folder):
-      shutil.rmtree(folder)
-    os.replace(tmp, folder)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+    serving.write_labels(os.path.join(tmp, "labels.txt"), names)
+    cli.write_json_atomic(os.path.join(tmp, serving.META_FILE),
+                          {k: v for k, v in record.items() if k != "signatures"})
 
 
 def _tree_bytes(folder):

@@ -87,28 +87,6 @@ def _checks(result, warmup):
   return failures
 
 
-def _replay_warmup(version_dir):
-  from sqznet_tf.export import check, serving  # pylint: disable=g-import-not-at-top
-  path = os.path.join(version_dir, "assets.extra", serving.WARMUP_FILE)
-  if not os.path.exists(path):
-    return {"requests": 0, "failed": 0, "signatures": [], "first_error": None}
-  logs = serving.read_warmup(path)
-  session = check.ServingSession(version_dir)
-  failed, first, sigs = 0, None, set()
-  try:
-    for log in logs:
-      request = log.predict_log.request
-      sigs.add(request.model_spec.signature_name)
-      try:
-        session.predict_request(request)
-      except check.ServingError as e:
-        failed += 1
-        first = first or str(e)
-  finally:
-    session.close()
-  return {"requests": len(logs), "failed": failed, "signatures": sorted(sigs), "first_error": first}
-
-
 def main(argv):
   del argv
   from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top
@@ -121,11 +99,12 @@ def main(argv):
   reporting.progress(f"reference: {model_name} with {weights}")
   model, _ = evaluation.load_trained(model_name, weights, src.get("overrides") if not FLAGS.model else None,
                                      src.get("classes"), src.get("input_size"))
-  images, labels, skipped = verify.read_images(cli.source_from_flags(FLAGS), FLAGS.limit)
-  result = verify.verify(version_dir, model, images, labels, FLAGS.batch_size, progress=reporting.progress)
-  warmup = _replay_warmup(version_dir)
+  images, crops, labels, skipped = verify.read_images(cli.source_from_flags(FLAGS),
+                                                      verify.export_preprocessing(version_dir), FLAGS.limit)
+  result = verify.verify(version_dir, model, images, crops, labels, FLAGS.batch_size, progress=reporting.progress)
+  warmup = result["warmup"]
   failures = _checks(result, warmup)
-  out = dict(result, version_dir=version_dir, skipped=len(skipped), warmup=warmup, failures=failures)
+  out = dict(result, version_dir=version_dir, skipped=len(skipped), failures=failures)
   if FLAGS.format == "json":
     reporting.print_json(out)
   else:

@@ -35,11 +35,8 @@ def tflite(model, kind: str, representative_images=None, sparse: bool = False) -
   from sqznet_tf.compression import tfmot_ops  # pylint: disable=g-import-not-at-top
   if kind not in TFLITE_KINDS:
     raise SqznetError(f"TFLite kind {kind!r} is not accepted; expected one of {', '.join(TFLITE_KINDS)}")
-  if kind == "int8":
-    if representative_images is None or not len(representative_images):
-      raise SqznetError("the int8 TFLite export needs representative images (--representative_data)")
-    if not sparse:
-      return tfmot_ops.int8_tflite(model, representative_images, full_integer=True)
+  if kind == "int8" and (representative_images is None or not len(representative_images)):
+    raise SqznetError("the int8 TFLite export needs representative images (--representative_data)")
   # CeilMaxPool2D pads with -inf; the edge-repeating equivalent gives the same outputs and keeps
   # infinities out of every converted graph.
   converter = tf.lite.TFLiteConverter.from_keras_model(tfmot_ops._for_conversion(model))  # pylint: disable=protected-access

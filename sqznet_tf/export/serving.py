@@ -24,12 +24,12 @@ expected, wherever the graph runs (a C++ server does not check shapes against th
 
 import json
 import os
-import shutil
 import tempfile
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from sqznet_tf import cli
 from sqznet_tf._keras import tf
 from sqznet_tf.data.preprocessing import Preprocessing, normalise, preprocess_tf
 from sqznet_tf.errors import SqznetError
@@ -108,11 +108,10 @@ class ServingModule(tf.Module):
 
 def write_labels(path: str, names: Sequence[str]) -> None:
   """One class name per line (line i = class i); names may not contain line breaks."""
-  from sqznet_tf.cli import write_atomic  # pylint: disable=g-import-not-at-top
   for i, n in enumerate(names):
     if "\n" in n or "\r" in n:
       raise SqznetError(f"class name {i} ({n[:40]!r}) contains a line break; label files hold one name per line")
-  write_atomic(path, "".join(f"{n}\n" for n in names))
+  cli.write_atomic(path, "".join(f"{n}\n" for n in names))
 
 
 def versions(export_dir: str) -> List[int]:
@@ -218,15 +217,12 @@ def export_saved_model(model, preprocessing: Preprocessing, class_names: Sequenc
   if preprocessing.crop_size != size:
     raise SqznetError(f"preprocessing crops {preprocessing.crop_size} px but the model takes {size} px")
   version = choose_version(export_dir, version, overwrite)
-  os.makedirs(export_dir, exist_ok=True)
   model_name = os.path.basename(os.path.abspath(export_dir))
-  tmp = tempfile.mkdtemp(dir=export_dir, prefix=f".tmp-{version}-")
-  try:
-    labels_src = os.path.join(tmp, ".labels", LABELS_ASSET)
-    os.makedirs(os.path.dirname(labels_src))
+  final = os.path.join(export_dir, str(version))
+  with tempfile.TemporaryDirectory() as staging, cli.atomic_folder(final) as target:
+    labels_src = os.path.join(staging, LABELS_ASSET)
     write_labels(labels_src, class_names)
     module = ServingModule(model, preprocessing, labels_src, top_k)
-    target = os.path.join(tmp, "model")
     tf.saved_model.save(module, target, signatures=module.signatures())
     extra = os.path.join(target, "assets.extra")
     os.makedirs(extra, exist_ok=True)
@@ -241,14 +237,6 @@ def export_saved_model(model, preprocessing: Preprocessing, class_names: Sequenc
     with open(os.path.join(extra, META_FILE), "w", encoding="utf-8") as f:
       json.dump(record, f, indent=2)
       f.write("\n")
-    final = os.path.join(export_dir, str(version))
-    old = None
-    if os.path.exists(final):
-      old = os.path.join(tmp, "replaced")
-      os.replace(final, old)
-    os.replace(target, final)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
   return dict(record, path=final)
 
 

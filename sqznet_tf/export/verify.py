@@ -7,6 +7,7 @@ on the encoded files, `serving_default` on the same photos resized and cropped o
 (float RGB 0-255), `serving_uint8` on those pixels rounded. The Keras model sees the photos
 preprocessed by `preprocessing.Preprocessor` (tf back-end), the same decode, resize and crop as
 `serving_bytes` does in its graph. The TFLite and ONNX files get the Keras model's inputs.
+Every photo is decoded once; the warm-up requests replay in the same session.
 """
 
 import dataclasses
@@ -52,10 +53,17 @@ def _row(name, probs, ref, labels, file_bytes=None) -> Row:
              top1, top5, len(probs), file_bytes)
 
 
-def read_images(source, limit: Optional[int] = None):
-  """(encoded bytes, labels, skipped (id, reason)) of the first `limit` images of a source."""
-  from sqznet_tf.data.preprocessing import ImageDecodeError, decode_image_tf  # pylint: disable=g-import-not-at-top
-  data, labels, skipped = [], [], []
+def read_images(source, preprocessing, limit: Optional[int] = None):
+  """The first `limit` photos of a source, decoded once.
+
+  Returns (encoded bytes, crops: float32 RGB 0-255 resized and centre-cropped as `preprocessing`
+  says, labels, skipped (id, reason) of the photos that could not be read or decoded).
+  """
+  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.data.preprocessing import ImageDecodeError, decode_image_tf, resize_and_crop_tf  # pylint: disable=g-import-not-at-top
+  crop_fn = tf.function(lambda img: resize_and_crop_tf(img, preprocessing),
+                        input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+  data, crops, labels, skipped = [], [], [], []
   for ident, label, raw in source:
     if limit is not None and len(data) + len(skipped) >= limit:
       break
@@ -63,7 +71,7 @@ def read_images(source, limit: Optional[int] = None):
       skipped.append((ident, f"cannot read: {raw}"))
       continue
     try:
-      decode_image_tf(raw)
+      crops.append(crop_fn(decode_image_tf(raw)).numpy())
     except ImageDecodeError as e:
       skipped.append((ident, str(e)))
       continue
@@ -71,26 +79,42 @@ def read_images(source, limit: Optional[int] = None):
     labels.append(label)
   if not data:
     raise SqznetError(f"no image of {source.location!r} could be read ({len(skipped)} unreadable)")
-  return data, np.asarray(labels), skipped
+  return data, np.stack(crops).astype(np.float32), np.asarray(labels), skipped
 
 
-def verify(version_dir: str, model, images: List[bytes], labels=None, batch_size: int = 16,
+def replay_warmup(session, version_dir: str) -> dict:
+  """Runs the version's warm-up requests through `session` (a check.ServingSession)."""
+  from sqznet_tf.export import check  # pylint: disable=g-import-not-at-top
+  path = os.path.join(version_dir, "assets.extra", serving.WARMUP_FILE)
+  if not os.path.exists(path):
+    return {"requests": 0, "failed": 0, "signatures": [], "first_error": None}
+  logs = serving.read_warmup(path)
+  failed, first, sigs = 0, None, set()
+  for log in logs:
+    request = log.predict_log.request
+    sigs.add(request.model_spec.signature_name)
+    try:
+      session.predict_request(request)
+    except check.ServingError as e:
+      failed += 1
+      first = first or str(e)
+  return {"requests": len(logs), "failed": failed, "signatures": sorted(sigs), "first_error": first}
+
+
+def verify(version_dir: str, model, images: List[bytes], crops, labels=None, batch_size: int = 16,
            progress=None) -> dict:
   """Compares the SavedModel at `version_dir` and its portable files with the Keras `model`.
 
-  Returns {"n", "rows": [Row dicts], "signatures_agree": {...}} (see the module docstring).
+  `images` and `crops` come from `read_images` with the export's preprocessing
+  (`export_preprocessing`). Returns {"n", "rows": [Row dicts], "serving_default_vs_bytes",
+  "warmup"} (see the module docstring).
   """
-  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.data.preprocessing import Preprocessing, decode_image_tf, normalise, resize_and_crop_tf  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.data.preprocessing import normalise  # pylint: disable=g-import-not-at-top
   from sqznet_tf.export import check, portable  # pylint: disable=g-import-not-at-top
-  meta = serving.read_meta(version_dir)
-  p = Preprocessing.from_dict(meta["preprocessing"])
+  p = export_preprocessing(version_dir)
   if int(model.input_shape[1]) != p.crop_size:
     raise SqznetError(f"the Keras model takes {model.input_shape[1]} px, the export {p.crop_size} px")
   say = progress or (lambda msg: None)
-  crop_fn = tf.function(lambda img: resize_and_crop_tf(img, p),
-                        input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-  crops = np.stack([crop_fn(decode_image_tf(b)).numpy() for b in images]).astype(np.float32)
   x = normalise(crops, p).astype(np.float32)
   say(f"Keras model on {len(images)} images")
   from sqznet_tf.inference import Predictor  # pylint: disable=g-import-not-at-top
@@ -106,6 +130,7 @@ def verify(version_dir: str, model, images: List[bytes], labels=None, batch_size
     by_bytes = run("serving_bytes", "image_bytes", np.array(images, dtype=object))
     by_pixels = run("serving_default", "images", crops)
     by_uint8 = run("serving_uint8", "images", np.clip(np.round(crops), 0, 255).astype(np.uint8))
+    warmup = replay_warmup(session, version_dir)
   finally:
     session.close()
   rows += [_row("saved_model:serving_bytes", by_bytes, ref, labels),
@@ -127,4 +152,11 @@ def verify(version_dir: str, model, images: List[bytes], labels=None, batch_size
       data = f.read()
     rows.append(_row(f"onnx:{os.path.basename(path)[:-len('.onnx')]}", portable.onnx_predict(data, x), ref,
                      labels, len(data)))
-  return {"n": len(images), "rows": [r.to_dict() for r in rows], "serving_default_vs_bytes": agree}
+  return {"n": len(images), "rows": [r.to_dict() for r in rows], "serving_default_vs_bytes": agree,
+          "warmup": warmup}
+
+
+def export_preprocessing(version_dir: str):
+  """The preprocessing a version was exported with (its sqznet_export.json)."""
+  from sqznet_tf.data.preprocessing import Preprocessing  # pylint: disable=g-import-not-at-top
+  return Preprocessing.from_dict(serving.read_meta(version_dir)["preprocessing"])

@@ -1,24 +1,15 @@
 """sqznet-compress run as a user would (subprocesses): the paper's 6-bit row on the real weights,
 and the whole prune -> fine-tune -> cluster -> fine-tune -> encode chain on a trained model."""
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 
-from tests.conftest import REPO, shared_data_dir
+from tests.conftest import shared_data_dir
+from tests.tools import last_json, run_tool
 
 
-def run(tool, *args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, str(REPO / "tools" / f"{tool}.py"), *args], capture_output=True,
-                        text=True, env=env, timeout=900)
-
-
-def last_json(stdout):
-  return json.loads(stdout.strip().splitlines()[-1])
+run = run_tool
 
 
 def test_six_bit_release_is_under_470_kib_within_a_point(release_path, sample_dir, synsets, tmp_path):

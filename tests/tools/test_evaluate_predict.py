@@ -1,17 +1,12 @@
 """sqznet-evaluate and sqznet-predict run as a user would (subprocesses)."""
 
 import json
-import os
-import subprocess
-import sys
 
-from tests.conftest import REPO
+from tests.tools import run_tool
 
 
 def run(tool, *args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, str(REPO / "tools" / f"{tool}.py"), *args], capture_output=True,
-                        text=True, env=env, timeout=600)
+  return run_tool(tool, *args, timeout=600)
 
 
 def test_predict_puts_a_cat_first(release_path, sample_dir, synsets):

@@ -1,24 +1,14 @@
 """sqznet-export and sqznet-verify-export as a user runs them, on the real release and the 500 photos."""
 
 import base64
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.tools import last_json, run_tool
 
 
-def run(tool, *args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, str(REPO / "tools" / f"{tool}.py"), *args], capture_output=True,
-                        text=True, env=env, timeout=900)
-
-
-def last_json(stdout):
-  return json.loads(stdout.strip().splitlines()[-1])
+run = run_tool
 
 
 @pytest.fixture(scope="module")

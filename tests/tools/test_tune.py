@@ -9,6 +9,7 @@ import sys
 import time
 
 from tests.conftest import REPO, shared_data_dir
+from tests.tools import last_json
 
 TUNE = str(REPO / "tools" / "tune.py")
 # Embedded digits at 24 px, three steps per trial: for the process-level tests.
@@ -18,10 +19,6 @@ TINY = ["--data=embedded", "--image_size=24", "--epochs=1", "--steps_per_epoch=3
 def run(*args, env=None, tool=TUNE):
   e = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
   return subprocess.run([sys.executable, tool, *args], capture_output=True, text=True, env=e, timeout=900)
-
-
-def last_json(stdout):
-  return json.loads(stdout.strip().splitlines()[-1])
 
 
 def test_two_trial_search_on_cifar_rejects_the_big_one(tmp_path):
