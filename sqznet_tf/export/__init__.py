@@ -1,0 +1,1 @@
+"""Exports: TF Serving SavedModels with preprocessing, labels and warm-up; TFLite and ONNX; verification."""
