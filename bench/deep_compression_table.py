@@ -36,10 +36,12 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import sqznet_tf  # pylint: disable=g-import-not-at-top
   from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.compression import container, pipeline  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.compression import cluster, container, pipeline  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.formats import sqz  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.weights import weights_info  # pylint: disable=g-import-not-at-top
   from sqznet_tf.data import preprocessing, sources  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.pruning import prune, sensitivity  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.weights import labels, weights_info  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.pruning import prune  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.formats import labels  # pylint: disable=g-import-not-at-top
   s = FLAGS.shared
   release = f"{s}/squeezenet_v1_0_deep_compression/compressed_SqueezeNet.net"
   model = sqznet_tf.get_model("squeezenet_v1_0_caffe", weights=release)
@@ -68,17 +70,17 @@ def main(argv):
     widths = {n: next((b for g, b in globs.items() if fnmatch.fnmatchcase(n, g)), int(base_bits)) for n in names}
     model.set_weights(original)
     if sparsity and "=" not in sparsity:
-      sensitivity.apply_map(model, {n: (0.0 if n == "conv1" else float(sparsity)) for n in names})
+      prune.apply_map(model, {n: (0.0 if n == "conv1" else float(sparsity)) for n in names})
     elif sparsity:
       spec = {k: float(v) for k, v in (item.split("=") for item in sparsity.split(";"))}
-      sensitivity.apply_map(model, prune.resolve_targets(model, spec, ()))
+      prune.apply_map(model, prune.resolve_targets(model, spec, ()))
     shared = {}
     for b in sorted(set(widths.values())):
-      shared.update(pipeline.share_model(model, b, "optimal", [n for n in names if widths[n] == b]))
+      shared.update(cluster.share_model(model, b, "optimal", [n for n in names if widths[n] == b]))
     tensors = container.model_tensors(model, widths, shared, names)
-    fixed, _ = container.encode(tensors, conf, entropy=False)
-    coded, _ = container.encode(tensors, conf, entropy=True)
-    back = container.decode(coded)
+    fixed, _ = sqz.encode(tensors, conf, entropy=False)
+    coded, _ = sqz.encode(tensors, conf, entropy=True)
+    back = sqz.decode(coded)
     for layer in model.layers:  # what is measured is what the file holds
       for i, w in enumerate(layer.get_weights()):
         assert np.array_equal(back.tensors[(layer.name, i)], w)

@@ -29,8 +29,8 @@ def main(argv):
   import sqznet_tf  # pylint: disable=g-import-not-at-top
   from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top
   from sqznet_tf.data import preprocessing, sources  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.pruning import prune, sensitivity  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.weights import labels  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.pruning import prune  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.formats import labels  # pylint: disable=g-import-not-at-top
   s = FLAGS.shared
   model = sqznet_tf.get_model("squeezenet_v1_0_caffe",
                               weights=f"{s}/squeezenet_v1_0_deep_compression/compressed_SqueezeNet.net")
@@ -44,7 +44,7 @@ def main(argv):
   print("| weights | kernel density | top-1 | top-5 |\n|---|---|---|---|")
   measure("as released")
   targets = {n: (0.0 if n in FLAGS.keep_dense else FLAGS.sparsity) for n in prune.prunable_layers(model)}
-  sensitivity.apply_map(model, targets)
+  prune.apply_map(model, targets)
   keep = f", {', '.join(FLAGS.keep_dense)} kept" if FLAGS.keep_dense else ""
   measure(f"every layer pruned to sparsity {FLAGS.sparsity}{keep}")
 

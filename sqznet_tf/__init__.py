@@ -25,6 +25,8 @@ _LAZY = {
     "analyze_model": "sqznet_tf.analysis",
     "analyze": "sqznet_tf.analysis",
     "SqznetError": "sqznet_tf.errors",
+    "load_model": "sqznet_tf.loading",
+    "weights_info": "sqznet_tf.weights",
 }
 
 

@@ -6,16 +6,17 @@ never silently dropped.
 """
 
 import dataclasses
-import os
 import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from sqznet_tf import loading, reporting
 from sqznet_tf.data.preprocessing import ImageDecodeError, Preprocessor
 from sqznet_tf.data.sources import ImageSource
 from sqznet_tf.errors import SqznetError
-from sqznet_tf.weights.labels import Labels
+from sqznet_tf.formats.labels import Labels
+from sqznet_tf.inference import predictor
 
 
 @dataclasses.dataclass
@@ -54,8 +55,6 @@ class EvalResult:
 def evaluate(model, source: ImageSource, preprocessor: Preprocessor, batch_size: int = 32,
              limit: Optional[int] = None, per_class: bool = False, progress: bool = True) -> EvalResult:
   """Top-1 / top-5 accuracy of `model` (probabilities or logits) on `source`."""
-  from sqznet_tf import reporting  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.inference import predictor  # pylint: disable=g-import-not-at-top
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise SqznetError(f"batch_size={batch_size!r} is not accepted; expected a positive integer")
   num_classes = int(model.output_shape[-1])
@@ -142,7 +141,6 @@ def predict_files(model, paths: Sequence[str], preprocessor: Preprocessor, label
       xs.append(preprocessor(data))
     except ImageDecodeError as e:
       raise SqznetError(f"{p}: {e}") from None
-  from sqznet_tf.inference import predictor  # pylint: disable=g-import-not-at-top
   probs = np.asarray(predictor(model).predict_on_batch(np.stack(xs)))
   out = []
   for p, row in zip(paths, probs):
@@ -153,103 +151,31 @@ def predict_files(model, paths: Sequence[str], preprocessor: Preprocessor, label
   return out
 
 
-def load_classifier(model_name: Optional[str] = None, weights: Optional[str] = None,
-                    saved_model: Optional[str] = None, input_size: Optional[int] = None):
-  """A model and its weights' metadata, from a registry name + weights or from a saved model.
-
-  Args:
-    model_name: registry name (ignored when `saved_model` is given).
-    weights: "imagenet", a `.net` file, a `.sqz` container (which names its own architecture), Keras
-      weights saved by this package, or None.
-    saved_model: a Keras model file (.h5, .keras) or SavedModel folder saved by this package.
-    input_size: square input side; default: the metadata's crop size, else the variant's own.
-
-  Returns:
-    (model, WeightsInfo or None).
-  """
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
-  from sqznet_tf._keras import keras  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.models import CUSTOM_OBJECTS, get_config, get_model  # pylint: disable=g-import-not-at-top
-  if saved_model:
-    if not os.path.exists(saved_model):
-      raise SqznetError(f"saved model {saved_model!r} does not exist")
-    try:
-      model = keras.models.load_model(saved_model, custom_objects=CUSTOM_OBJECTS, compile=False)
-    except (OSError, ValueError, ImportError) as e:
-      raise SqznetError(f"cannot load saved model {saved_model!r}: {str(e).splitlines()[0][:200]}") from None
-    info = None
-    meta = saved_model.rstrip("/") + weights_lib.INFO_SUFFIX
-    if os.path.exists(meta):
-      with open(meta, encoding="utf-8") as f:
-        info = weights_lib.WeightsInfo.from_dict(json.load(f))
-      weights_lib.attach_info(model, info)
-    return model, info
-  if weights and str(weights).endswith(".sqz") and os.path.exists(weights):
-    from sqznet_tf.compression import container  # pylint: disable=g-import-not-at-top
-    return container.build_model(weights, input_size=input_size)  # the file names its architecture
-  if not model_name:
-    raise SqznetError("give a model (registry name) or a saved model")
-  config = get_config(model_name)
-  if input_size is None:
-    input_size = (weights_lib.IMAGENET_INFO.preprocessing.crop_size if weights in ("imagenet",) or
-                  str(weights or "").endswith(".net") else config.default_input_size)
-  model = get_model(model_name, weights=weights, input_shape=(input_size, input_size, 3))
-  return model, weights_lib.weights_info(model)
+def describe_run(model, model_ref, source: ImageSource) -> dict:
+  """What a report says about its model and data (no absolute paths of weights)."""
+  src = loading.describe_source(model, model_ref)
+  return {"model": src["architecture"] or model.name, "weights": src["weights"], "data_dir": source.location,
+          "layout": source.layout}
 
 
-def _resolve_weights(weights: Optional[str]) -> Optional[str]:
-  if weights and os.path.isdir(weights):
-    path = os.path.join(weights, "final.weights.h5")
-    if not os.path.exists(path):
-      raise SqznetError(f"--weights folder {weights!r} has no final.weights.h5 (a finished training run)")
-    return path
-  if weights and weights != "imagenet" and not os.path.exists(weights):
-    raise SqznetError(f"weights {weights!r} do not exist; expected 'imagenet', a .net, .sqz or .h5 file, "
-                      "or a training folder")
-  return weights
+def evaluate_report(model, source: ImageSource, preprocessing, resize_backend: str = "tf", batch_size: int = 32,
+                    limit: Optional[int] = None, per_class: bool = False, model_ref=None) -> dict:
+  """What sqznet-evaluate reports: `evaluate` with `preprocessing`, as one JSON-ready dict."""
+  result = evaluate(model, source, Preprocessor(preprocessing, resize_backend), batch_size, limit, per_class)
+  d = result.to_dict(source.class_names)
+  d.update(describe_run(model, model_ref, source), resize_backend=resize_backend,
+           preprocessing=preprocessing.to_dict())
+  return d
 
 
-def _info_path(weights: str) -> Optional[str]:
-  """Metadata of Keras weights: beside the file, else (an epoch checkpoint) its run's final weights'."""
-  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
-  folder = os.path.dirname(os.path.abspath(weights))
-  for path in (weights + weights_lib.INFO_SUFFIX,
-               *(os.path.join(d, "final.weights.h5" + weights_lib.INFO_SUFFIX) for d in (folder, os.path.dirname(folder)))):
-    if os.path.exists(path):
-      return path
-  return None
+def accuracy_fn(source: ImageSource, preprocessing, batch_size: int = 32, limit: Optional[int] = None,
+                metric: str = "top1"):
+  """(model -> accuracy, dict of the last run's n and skipped) on `source`, without progress bars."""
+  pre = Preprocessor(preprocessing)
+  last = {}
 
-
-def load_trained(model_name: str, weights: Optional[str], overrides: Optional[dict] = None,
-                 classes: Optional[int] = None, input_size: Optional[int] = None):
-  """(model, WeightsInfo or None) for a registry name and any weights this package reads.
-
-  `weights`: "imagenet", a `.net` file, a `.sqz` container (it names its own architecture),
-  Keras weights saved by this package (a checkpoint of a pruning/clustering phase included), or a
-  sqznet-train folder (its final.weights.h5). Classes and input size default to the weights'
-  metadata (1000 and 227 for the ImageNet release), else to the variant's own.
-  """
-  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.models import get_config, get_model  # pylint: disable=g-import-not-at-top
-  weights = _resolve_weights(weights)
-  overrides = dict(overrides or {})
-  if weights and str(weights).endswith(".sqz"):
-    return load_classifier(model_name, weights, input_size=input_size)
-  meta = None
-  meta_path = _info_path(weights) if weights and weights.endswith(".h5") else None
-  if meta_path:
-    import json  # pylint: disable=g-import-not-at-top
-    with open(meta_path, encoding="utf-8") as f:
-      meta = weights_lib.WeightsInfo.from_dict(json.load(f))
-  imagenet = weights == "imagenet" or str(weights).endswith(".net")
-  classes = classes or (meta.classes if meta else (1000 if imagenet else None))
-  size = input_size or (meta.preprocessing.crop_size if meta else None) or (
-      weights_lib.IMAGENET_INFO.preprocessing.crop_size if imagenet
-      else get_config(model_name, **overrides).default_input_size)
-  kwargs = dict(overrides, weights=weights, input_shape=(size, size, 3))
-  if classes:
-    kwargs["classes"] = classes
-  model = get_model(model_name, **kwargs)
-  return model, weights_lib.weights_info(model) or meta
+  def accuracy(model):
+    r = evaluate(model, source, pre, batch_size, limit, progress=False)
+    last.update(n=r.n, skipped=len(r.skipped))
+    return getattr(r, metric)
+  return accuracy, last

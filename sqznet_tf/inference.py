@@ -9,7 +9,7 @@ export checks use it.
 
 import numpy as np
 
-from sqznet_tf._keras import tf
+from sqznet_tf._keras import keras, tf
 
 
 class Predictor:
@@ -34,7 +34,6 @@ class Predictor:
 
 def predictor(model):
   """A Predictor for a single-input Keras model; anything else (a TFLite runner...) as it is."""
-  from sqznet_tf._keras import keras  # pylint: disable=g-import-not-at-top
   if isinstance(model, keras.Model) and not isinstance(model.input_shape, list):
     return Predictor(model)
   return model

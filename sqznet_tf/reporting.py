@@ -76,7 +76,7 @@ class ProgressBar:
   """A progress bar on stderr: redrawn in place on a terminal, a line every 10% otherwise."""
 
   def __init__(self, total, label: str = "", stream=None, width: int = 30):
-    import time  # pylint: disable=g-import-not-at-top
+    import time  # pylint: disable=g-import-not-at-top  (standard library, used by the bar only)
     self._time = time.time
     self.total, self.label, self.width = total, label, width
     self.stream = stream or sys.stderr

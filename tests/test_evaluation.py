@@ -10,7 +10,7 @@ from sqznet_tf import evaluation
 from sqznet_tf.data import preprocessing as P
 from sqznet_tf.data import sources
 from sqznet_tf.errors import SqznetError
-from sqznet_tf.weights import labels as labels_lib
+from sqznet_tf.formats import labels as labels_lib
 
 # REFERENCE.md section 7 / imagenet_sample/REFERENCE_ACCURACY.txt: an independent numpy Caffe
 # forward pass (PIL decode, antialiased bilinear resize to 256x256, crop 227, conv10 pad 1) gives

@@ -24,22 +24,19 @@ if __name__ == "__main__" and __package__ in (None, ""):
 
 from absl import flags  # noqa: E402
 
-from sqznet_tf import cli, reporting  # noqa: E402
-from sqznet_tf.training import flags as train_flags  # noqa: E402
+from sqznet_tf import flags as sq_flags  # noqa: E402
+from sqznet_tf import reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
 
-train_flags.define_train_flags()
+sq_flags.define_train_flags()
 flags.DEFINE_integer("dense_epochs", 2, "Epochs of phase 1 (0: start from --init_weights).", lower_bound=0)
 flags.DEFINE_integer("sparse_epochs", 2, "Epochs of phase 2 (masks fixed).", lower_bound=0)
 flags.DEFINE_integer("redense_epochs", 2, "Epochs of phase 3 (masks lifted).", lower_bound=0)
 flags.DEFINE_float("dense_lr", None, "Learning rate of phase 1 (default --learning_rate).")
 flags.DEFINE_float("sparse_lr", None, "Learning rate of phase 2 (default --learning_rate).")
 flags.DEFINE_float("redense_lr", None, "Learning rate of phase 3 (default --learning_rate / 10).")
-flags.DEFINE_string("sparsity", "0.67", "Target sparsity: one number for every prunable layer, a JSON map "
-                    "of layer names or globs to sparsities ('{\"fire*_expand3x3\": 0.67}'), or a .json/.yaml "
-                    "file (e.g. the map sqznet-sensitivity proposes).")
-flags.DEFINE_list("keep_dense", ["conv1"], "Layers (names or globs) never pruned.")
+sq_flags.define_sparsity_flags()
 
 COLUMNS = ["phase", "epochs", "learning_rate", "val_accuracy", "val_top5", "sparsity", "nonzero_params",
            "size_fp32", "seconds"]
@@ -47,12 +44,11 @@ COLUMNS = ["phase", "epochs", "learning_rate", "val_accuracy", "val_top5", "spar
 
 def main(argv):
   del argv
-  from sqznet_tf.pruning import prune  # pylint: disable=g-import-not-at-top
   from sqznet_tf.pruning.dsd import DSDConfig, run_dsd  # pylint: disable=g-import-not-at-top
-  base = train_flags.config_from_flags(FLAGS)
+  base = sq_flags.train_config_from_flags()
   cfg = DSDConfig(base=base, dense_epochs=FLAGS.dense_epochs, sparse_epochs=FLAGS.sparse_epochs,
                   redense_epochs=FLAGS.redense_epochs, dense_lr=FLAGS.dense_lr, sparse_lr=FLAGS.sparse_lr,
-                  redense_lr=FLAGS.redense_lr, sparsity=prune.load_spec(FLAGS.sparsity),
+                  redense_lr=FLAGS.redense_lr, sparsity=sq_flags.sparsity_from_flags(),
                   keep_dense=tuple(FLAGS.keep_dense or ()), model_dir=FLAGS.model_dir)
   rows = run_dsd(cfg, verbose_phase=lambda name: reporting.progress(f"--- {name} ---"))
   if FLAGS.format == "json":
@@ -65,7 +61,7 @@ def main(argv):
 
 
 def run():
-  cli.run_main(main)
+  sq_flags.run_main(main)
 
 
 if __name__ == "__main__":

@@ -31,15 +31,15 @@ if __name__ == "__main__" and __package__ in (None, ""):
 
 from absl import flags  # noqa: E402
 
-from sqznet_tf import cli, reporting  # noqa: E402
-from sqznet_tf.data import preprocessing  # noqa: E402
-from sqznet_tf.errors import SqznetError  # noqa: E402
+from sqznet_tf import flags as sq_flags  # noqa: E402
+from sqznet_tf import reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
 
-cli.define_classifier_data_flags()
-flags.DEFINE_integer("limit", None, "Images per evaluation (the first ones of --data_dir, round-robin over the classes); default all. "
-                     "The run costs 1 + layers x sparsities evaluations.", lower_bound=1)
+sq_flags.define_model_flags()
+sq_flags.define_labelled_data_flags()
+flags.DEFINE_integer("limit", None, "Images per evaluation (the first ones of --data_dir, round-robin over the classes); "
+                     "default all. The run costs 1 + layers x sparsities evaluations.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 32, "Images per forward pass.", lower_bound=1)
 flags.DEFINE_list("layers", None, "Layers to prune one at a time; default every prunable (conv/dense) layer.")
 flags.DEFINE_list("sparsities", ["0.25", "0.5", "0.75", "0.9"], "Sparsities to test, fractions in [0, 1).")
@@ -49,91 +49,46 @@ flags.DEFINE_bool("check_combined", True, "Evaluate the proposed map as a whole 
                   "sensitive layers down until the combined drop fits --budget (a few more evaluations).")
 flags.DEFINE_string("output_dir", None, "Write sensitivity.json, sensitivity.png and sparsity_map.json here "
                     "(each atomically).")
-flags.DEFINE_enum("format", "table", ["table", "json"], "Output format; json prints one JSON object as the "
-                  "last line of stdout.")
-
-
-def parse_sparsities(values):
-  """--sparsities as floats, checked to be fractions in [0, 1)."""
-  from sqznet_tf.pruning import sensitivity as sens  # pylint: disable=g-import-not-at-top
-  out = []
-  for v in values:
-    try:
-      out.append(float(v))
-    except ValueError:
-      raise SqznetError(f"--sparsities: {v!r} is not accepted; expected fractions in [0, 1), "
-                        "e.g. --sparsities=0.25,0.5,0.75,0.9") from None
-  return sens.check_sparsities(out)
+sq_flags.define_output_flags(output=False)
 
 
 def main(argv):
   del argv
-  from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top
+  from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
   from sqznet_tf.pruning import sensitivity as sens  # pylint: disable=g-import-not-at-top
-  sparsities = parse_sparsities(FLAGS.sparsities)
-  budget = sens.check_budget(FLAGS.budget)
-  source = cli.source_from_flags(FLAGS)
-  model, info = evaluation.load_classifier(FLAGS.model, FLAGS.weights, FLAGS.saved_model)
-  layers = sens.check_layers(model, FLAGS.layers)
-  prep = info.preprocessing if info else preprocessing.PRESETS["caffe"]
-  in_size = model.input_shape[1]
-  if in_size is not None and in_size != prep.crop_size:
-    raise SqznetError(f"the preprocessing crops to {prep.crop_size} but the model's input is {in_size}; "
-                      "use a model built for the weights' crop size")
-  preprocessor = preprocessing.Preprocessor(prep)
-  last = {}
-
-  def accuracy(m):
-    r = evaluation.evaluate(m, source, preprocessor, FLAGS.batch_size, FLAGS.limit, progress=False)
-    last.update(n=r.n, skipped=len(r.skipped))
-    return getattr(r, FLAGS.metric)
-
-  n_evals = 1 + len(layers) * len(sparsities)
+  sparsities = sq_flags.float_list("sparsities", FLAGS.sparsities)
+  source = sq_flags.source_from_flags()
+  model, info = sq_flags.load_model_from_flags()
+  prep = sq_flags.preprocessing_from_flags(info, model)
+  accuracy, last = evaluation.accuracy_fn(source, prep, FLAGS.batch_size, FLAGS.limit, FLAGS.metric)
   reporting.progress(f"{source.layout} source {source.location}: "
-                     f"{len(source) if source.size_known else 'unknown number of'} images, "
-                     f"{FLAGS.limit or 'all'} per evaluation; {len(layers)} layers x {len(sparsities)} "
-                     f"sparsities = {n_evals} evaluations")
-  result = sens.sensitivity(model, accuracy, layers, sparsities, metric=FLAGS.metric)
-  per_layer = sens.propose_map(result, budget)
-  check = (sens.backoff_map(result, budget, model, accuracy, progress=True)
-           if FLAGS.check_combined else None)
-  sparsity_map = check.sparsity_map if check else per_layer
-
-  d = {"model": FLAGS.saved_model or FLAGS.model, "weights": None if FLAGS.saved_model else FLAGS.weights,
-       "data_dir": FLAGS.data_dir, "layout": source.layout, "images": last.get("n"),
-       "skipped": last.get("skipped"), "metric": FLAGS.metric, "budget": budget,
-       "preprocessing": prep.to_dict(), "sensitivity": result.to_dict(), "per_layer_map": per_layer,
-       "combined": check.to_dict() if check else None, "sparsity_map": sparsity_map}
-  if FLAGS.output_dir:
-    out = FLAGS.output_dir
-    cli.write_json_atomic(os.path.join(out, "sensitivity.json"), d)
-    sens.plot(result, os.path.join(out, "sensitivity.png"))
-    cli.write_json_atomic(os.path.join(out, "sparsity_map.json"), sparsity_map)
-    d["outputs"] = [os.path.join(out, f) for f in ("sensitivity.json", "sensitivity.png", "sparsity_map.json")]
+                     f"{len(source) if source.size_known else 'unknown number of'} images, {FLAGS.limit or 'all'} "
+                     f"per evaluation; {len(FLAGS.layers or sens.prunable_layers(model))} layers x "
+                     f"{len(sparsities)} sparsities")
+  d, result = sens.analyse(model, accuracy, FLAGS.layers, sparsities, FLAGS.budget, FLAGS.metric,
+                           FLAGS.check_combined, FLAGS.output_dir,
+                           extra=dict(evaluation.describe_run(model, sq_flags.model_ref_from_flags(), source),
+                                      preprocessing=prep.to_dict()))
+  d.update(images=last.get("n"), skipped=last.get("skipped"))
   if FLAGS.format == "json":
     reporting.print_json(d)
     return
+  check = d["combined"]
   pairs = [("model", f"{d['model']} (weights: {d['weights']})"),
-           ("data", f"{FLAGS.data_dir} ({source.layout}), {d['images']} images per evaluation, "
-                    f"{d['skipped']} skipped"),
-           ("baseline", f"{FLAGS.metric} {result.baseline:.4f}"),
-           ("budget", f"drop <= {budget:g}")]
+           ("data", f"{FLAGS.data_dir} ({source.layout}), {d['images']} images per evaluation, {d['skipped']} skipped"),
+           ("baseline", f"{FLAGS.metric} {result.baseline:.4f}"), ("budget", f"drop <= {d['budget']:g}")]
   if check:
-    pairs.append(("combined map", f"{FLAGS.metric} {check.accuracy:.4f} (drop {check.drop:.4f}) after "
-                                  f"{len(check.history)} map(s) checked"))
-  print(reporting.kv_lines(pairs))
-  print()
-  rows = result.rows()
-  for row in rows:
-    row["per_layer"] = per_layer[row["layer"]]
-    row["map"] = sparsity_map[row["layer"]]
+    pairs.append(("combined map", f"{FLAGS.metric} {check['accuracy']:.4f} (drop {check['drop']:.4f}) after "
+                                  f"{len(check['history'])} map(s) checked"))
+  print(reporting.kv_lines(pairs) + "\n")
+  rows = [dict(r, per_layer=d["per_layer_map"][r["layer"]], map=d["sparsity_map"][r["layer"]]) for r in result.rows()]
   print(reporting.table(rows, result.columns() + ["per_layer", "map"]))
   for path in d.get("outputs", []):
     print(f"wrote {path}")
 
 
 def run():
-  cli.run_main(main)
+  sq_flags.run_main(main)
 
 
 if __name__ == "__main__":

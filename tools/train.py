@@ -25,17 +25,17 @@ if __name__ == "__main__" and __package__ in (None, ""):
 
 from absl import flags  # noqa: E402
 
-from sqznet_tf import cli, reporting  # noqa: E402
-from sqznet_tf.training import flags as train_flags  # noqa: E402
+from sqznet_tf import flags as sq_flags  # noqa: E402
+from sqznet_tf import reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
 
-train_flags.define_train_flags()
+sq_flags.define_train_flags()
 
 
 def main(argv):
   del argv
-  config = train_flags.config_from_flags(FLAGS)
+  config = sq_flags.train_config_from_flags()
   from sqznet_tf.training.train import train  # pylint: disable=g-import-not-at-top
   result = train(config)
   d = result.to_dict()
@@ -58,7 +58,7 @@ def main(argv):
 
 
 def run():
-  cli.run_main(main)
+  sq_flags.run_main(main)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import numpy as np
 from sqznet_tf._keras import keras
 from sqznet_tf.analysis import storage
 from sqznet_tf.errors import SqznetError
+from sqznet_tf.models import build, get_config
 
 # Layers that real runtimes fuse into the op before them; listed only with all_layers=True.
 FUSED_TYPES = ("InputLayer", "ReLU", "Activation", "Dropout")
@@ -195,7 +196,6 @@ def analyze(name: str, input_size: Optional[int] = None, classes: int = 1000, we
       report counts their zero (pruned) kernel weights.
     **overrides: metaparameter overrides (squeeze_ratio=0.75, ...).
   """
-  from sqznet_tf.models import get_config, build  # pylint: disable=g-import-not-at-top
   config = get_config(name, **overrides)
   if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int)
                                  or input_size < 1):

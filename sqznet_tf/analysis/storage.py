@@ -48,20 +48,34 @@ def deep_compression_bytes(layers: Iterable[Tuple[int, int]], density: float, bi
     real file of that layout (the SqueezeNet release file is 1.5% larger than this count).
   """
   check_density(density)
+  layers = list(layers)
+  return stored_bytes([math.ceil(kernel * density) for kernel, _ in layers], sum(b for _, b in layers), bits,
+                      index_bits, codebook_bits, bias_bits)
+
+
+def stored_bytes(stored: Iterable[int], other: int, bits: int, index_bits: int = 4, codebook_bits: int = 32,
+                 other_bits: int = 32) -> Dict[str, int]:
+  """Deep Compression's accounting from the weights each layer stores: the one size model.
+
+  Args:
+    stored: kept (non-zero) kernel weights per weight-shared layer.
+    other: values stored uncompressed (biases, batch-norm parameters), at `other_bits` each.
+    bits, index_bits, codebook_bits: as in `deep_compression_bytes`.
+
+  Returns:
+    The dict of `deep_compression_bytes` ("biases" counts every uncompressed value).
+  """
   check_bits(bits)
   if isinstance(index_bits, bool) or not isinstance(index_bits, int) or not 0 <= index_bits <= 32:
     raise SqznetError(f"index_bits={index_bits!r} is not accepted; expected an integer from 0 to 32")
-  stored = codebooks = biases = 0
-  for kernel, bias in layers:
-    stored += math.ceil(kernel * density)
-    codebooks += 2 ** bits
-    biases += bias
+  stored = [int(n) for n in stored]
+  total_stored = sum(stored)
   out = {
-      "stored_weights": stored,
-      "codes": math.ceil(stored * bits / 8),
-      "index": math.ceil(stored * index_bits / 8),
-      "codebooks": math.ceil(codebooks * codebook_bits / 8),
-      "biases": math.ceil(biases * bias_bits / 8),
+      "stored_weights": total_stored,
+      "codes": math.ceil(total_stored * bits / 8),
+      "index": math.ceil(total_stored * index_bits / 8),
+      "codebooks": math.ceil(len(stored) * 2 ** bits * codebook_bits / 8),
+      "biases": math.ceil(other * other_bits / 8),
   }
   out["total"] = out["codes"] + out["index"] + out["codebooks"] + out["biases"]
   return out

@@ -17,6 +17,7 @@ tfmot's guides quote), Deep Compression's accounting, and the real file for the 
 """
 
 import dataclasses
+import itertools
 import os
 import tempfile
 import zipfile
@@ -24,9 +25,19 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from sqznet_tf.cli import write_atomic
-from sqznet_tf.compression import container, sharing
+from sqznet_tf import evaluation, loading
+from sqznet_tf import weights as weights_lib
+from sqznet_tf.analysis import storage
+from sqznet_tf.data import pipeline as data_pipeline
+from sqznet_tf.data import preprocessing
+from sqznet_tf.compression import cluster, container, quantize, sharing, tflite
 from sqznet_tf.errors import SqznetError
+from sqznet_tf.formats import net as net_format
+from sqznet_tf.formats import sqz
+from sqznet_tf.io import write_atomic, write_json_atomic
+from sqznet_tf.pruning import dsd, prune
+from sqznet_tf.training.config import TrainConfig
+from sqznet_tf.training.train import train
 
 FORMATS = ("sqz", "net")
 EvaluateFn = Callable[[object], Tuple[float, float]]
@@ -37,18 +48,19 @@ class CompressConfig:
   """One compression run (see the module docstring for the stages).
 
   Attributes:
-    model, overrides: registry name and metaparameter overrides.
-    weights: "imagenet", a `.net` file, a `.sqz` container, Keras weights (.h5) saved by this
-      package, or a training folder (its final.weights.h5).
+    model, overrides: registry name (default: the weights' own) and metaparameter overrides.
+    weights: what to start from: any form `sqznet_tf.loading.load_model` reads.
     classes, input_size: of the model; default from the weights' metadata.
     prune, sparsity, keep_dense, prune_epochs: the pruning stage.
     cluster, bits, cluster_init, cluster_epochs: the weight-sharing stage.
     entropy, layout, index_bits: how the container codes each kernel.
     output, output_format: the compressed file ("sqz", or "net" for the release's format).
     train: base TrainConfig for the fine-tuning stages (data, batch size, learning rate...).
-    work_dir: where fine-tuning runs keep checkpoints and logs.
+    work_dir: where fine-tuning runs keep checkpoints and logs, and compress.json records the run.
+    int8_tflite: also write an int8 TFLite model of the result here (post-training quantization
+      calibrated on the evaluation images, or quantization-aware training with `qat_epochs`).
   """
-  model: str = "squeezenet_v1_0_caffe"
+  model: Optional[str] = None
   overrides: Dict = dataclasses.field(default_factory=dict)
   weights: Optional[str] = "imagenet"
   classes: Optional[int] = None
@@ -68,29 +80,35 @@ class CompressConfig:
   output_format: str = "sqz"
   train: Optional[object] = None
   work_dir: str = "runs/compress"
+  int8_tflite: Optional[str] = None
+  qat_epochs: int = 0
 
-  def validate(self, check_train: bool = True) -> None:
-    """Raises SqznetError on a bad value (`check_train`: also that fine-tuning has its data)."""
+  def validate(self) -> None:
+    """Raises SqznetError on a bad value (fine-tuning without training data included)."""
     sharing.check_bits(self.bits)
     sharing.check_init(self.cluster_init)
     for name in ("prune_epochs", "cluster_epochs"):
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise SqznetError(f"{name}={v!r} is not accepted; expected an integer >= 0")
-    if check_train and ((self.prune_epochs and self.prune) or (self.cluster_epochs and self.cluster)):
+    if (self.prune_epochs and self.prune) or (self.cluster_epochs and self.cluster):
       if self.train is None:
         raise SqznetError("fine-tuning (--prune_epochs/--cluster_epochs > 0) needs training data (--train_data)")
+    if isinstance(self.qat_epochs, bool) or not isinstance(self.qat_epochs, int) or self.qat_epochs < 0:
+      raise SqznetError(f"qat_epochs={self.qat_epochs!r} is not accepted; expected an integer >= 0")
+    if self.qat_epochs and not (self.train and self.int8_tflite):
+      raise SqznetError("--qat_epochs trains an int8 TFLite model: give --train_data and --int8_tflite")
     if self.output_format not in FORMATS:
       raise SqznetError(f"output format {self.output_format!r} is not accepted; expected one of {', '.join(FORMATS)}")
-    if self.layout not in container.LAYOUTS:
-      raise SqznetError(f"layout {self.layout!r} is not accepted; expected one of {', '.join(container.LAYOUTS)}")
+    if self.layout not in sqz.LAYOUTS:
+      raise SqznetError(f"layout {self.layout!r} is not accepted; expected one of {', '.join(sqz.LAYOUTS)}")
     if isinstance(self.index_bits, bool) or not isinstance(self.index_bits, int) or not 0 <= self.index_bits <= 8:
       raise SqznetError(f"index_bits={self.index_bits!r} is not accepted; expected 0 (per layer) to 8")
     if self.output_format == "net":
       if self.bits != 8 or not self.cluster:
         raise SqznetError("the .net (Deep Compression release) format holds 8-bit shared weights: use --bits=8 "
                           "with weight sharing on")
-      if self.model not in ("squeezenet_v1_0_caffe", "squeezenet_v1_0") or self.overrides:
+      if self.model not in (None, "squeezenet_v1_0_caffe", "squeezenet_v1_0") or self.overrides:
         raise SqznetError(f"the .net format holds SqueezeNet v1.0 only, not {self.model}; use --output_format=sqz")
 
 
@@ -114,14 +132,13 @@ class StageRow:
 @dataclasses.dataclass
 class CompressResult:
   rows: List[StageRow]
-  stats: List[container.TensorStat]
+  stats: List[sqz.TensorStat]
   output: Optional[str]
   model: object
 
 
 def coded_layers(model) -> List[str]:
   """Names of the layers whose kernels are pruned and shared (Conv2D and Dense)."""
-  from sqznet_tf.pruning import prune  # pylint: disable=g-import-not-at-top
   return prune.prunable_layers(model)
 
 
@@ -148,76 +165,36 @@ def zip_bytes(model) -> int:
 
 
 def deep_compression_estimate(model, bits: int) -> int:
-  """Deep Compression's accounting (codes + 4-bit gaps + codebooks + float32 rest; no fillers)."""
+  """Deep Compression's accounting (`analysis.storage`): codes + 4-bit gaps + codebooks + float32 rest."""
   names = set(coded_layers(model))
-  total = 0
+  stored, other = [], 0
   for layer in model.layers:
     for i, w in enumerate(layer.get_weights()):
       if layer.name in names and i == 0:
-        nz = int(np.count_nonzero(w))
-        total += (nz * (bits + 4) + 7) // 8 + 4 * (1 << bits)
+        stored.append(int(np.count_nonzero(w)))
       else:
-        total += 4 * w.size
-  return total
-
-
-def share_model(model, bits: int, init: str = "linear", layers: Optional[List[str]] = None,
-                seed: int = 0) -> Dict[str, sharing.Shared]:
-  """k-means weight sharing of each kernel, in place; returns the codebooks and codes per layer."""
-  out = {}
-  names = layers if layers is not None else coded_layers(model)
-  by_name = {l.name: l for l in model.layers}
-  for name in names:
-    layer = by_name[name]
-    values = layer.get_weights()
-    s = sharing.share(values[0], bits, init, seed=seed)
-    values[0] = s.kernel
-    layer.set_weights(values)
-    out[name] = s
-  return out
-
-
-def cluster_wrapper(bits: int, init: str, layers: List[str]):
-  """model -> model in tfmot's clustering wrappers, for fine-tuning the shared values.
-
-  init "optimal" starts tfmot's centroids at the exact k-means codebook of each kernel (tfmot has
-  no such initialisation: its wrappers are built with linear centroids, which are then
-  replaced); the other inits are tfmot's own.
-  """
-  def wrap(model):
-    from sqznet_tf.compression import tfmot_ops  # pylint: disable=g-import-not-at-top
-    if init != "optimal":
-      return tfmot_ops.cluster_model(model, bits, init, layers=layers)
-    shared = share_model(model, bits, "optimal", layers)
-    wrapped = tfmot_ops.cluster_model(model, bits, "linear", layers=layers)
-    for layer in wrapped.layers:
-      inner = getattr(layer, "layer", None)
-      if inner is None or inner.name not in shared:
-        continue
-      book, codes = shared[inner.name].codebook, shared[inner.name].codes
-      centroids = next(v for v in layer.weights if "cluster_centroids" in v.name)
-      indices = next(v for v in layer.weights if "pulling_indices" in v.name)
-      n = int(centroids.shape[0])
-      # tfmot pins the centroid it found nearest zero when wrapping to 0.0 at every step: the
-      # codebook's zero goes there, its other values (padded to tfmot's count) elsewhere.
-      zero = int(layer.zero_idx["kernel"]) if getattr(layer, "zero_idx", None) else 0
-      slots = np.asarray([zero] + [i for i in range(n) if i != zero])
-      values = np.zeros(n, np.float64)
-      values[slots] = np.concatenate([book, np.full(max(0, n - book.size), book[-1])])[:n]
-      centroids.assign(values.astype(centroids.dtype.as_numpy_dtype))
-      indices.assign(slots[codes.astype(np.int64)].astype(indices.dtype.as_numpy_dtype))
-    return wrapped
-  return wrap
+        other += w.size
+  return storage.stored_bytes(stored, other, bits)["total"]
 
 
 def load_model(cfg: CompressConfig):
   """(model, WeightsInfo or None) that the run starts from."""
-  from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top
-  return evaluation.load_trained(cfg.model, cfg.weights, cfg.overrides, cfg.classes, cfg.input_size)
+  return loading.load_model(cfg.weights, model=cfg.model, overrides=cfg.overrides, classes=cfg.classes,
+                            input_size=cfg.input_size)
+
+
+def _source(cfg: CompressConfig, model) -> Tuple[str, dict]:
+  """(architecture, overrides) the loaded model was built from."""
+  src = loading.source_of(model) or {}
+  architecture = src.get("architecture") or cfg.model
+  if not architecture:
+    raise SqznetError(f"{cfg.weights}: the model does not say which registry network it is, which a compressed "
+                      "file must record; give --model (and its overrides)")
+  return architecture, dict(src.get("overrides") or cfg.overrides)
 
 
 def _build_args(cfg: CompressConfig, model) -> dict:
-  build = dict(cfg.overrides)
+  build = dict(_source(cfg, model)[1])
   build["classes"] = int(model.output_shape[-1])
   build["input_shape"] = [int(d) for d in model.input_shape[1:]]
   return build
@@ -225,13 +202,12 @@ def _build_args(cfg: CompressConfig, model) -> dict:
 
 def _finetune(cfg: CompressConfig, model, stage: str, epochs: int, wrap, unwrap, callbacks=None):
   """Retrains `model` for `epochs` under `wrap` (tfmot wrappers) with train(); returns the new model."""
-  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.training.train import train  # pylint: disable=g-import-not-at-top
   run_dir = os.path.join(cfg.work_dir, stage)
   os.makedirs(run_dir, exist_ok=True)
   start = os.path.join(run_dir, "start.weights.h5")
   weights_lib.save_weights(model, start)
-  tc = dataclasses.replace(cfg.train, model=cfg.model, overrides=dict(cfg.overrides), epochs=epochs,
+  arch, overrides = _source(cfg, model)
+  tc = dataclasses.replace(cfg.train, model=arch, overrides=overrides, epochs=epochs,
                            init_weights=start, model_dir=run_dir, classes=int(model.output_shape[-1]))
   return train(tc, wrap=wrap, unwrap=unwrap, extra_callbacks=callbacks).model
 
@@ -243,7 +219,6 @@ def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
   Args:
     loaded: (model, WeightsInfo) from `load_model(cfg)` when the caller has it already.
   """
-  from sqznet_tf.pruning import prune, sensitivity  # pylint: disable=g-import-not-at-top
   cfg.validate()
   model, info = loaded or load_model(cfg)
   names = coded_layers(model)
@@ -263,38 +238,39 @@ def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
   if cfg.prune:
     targets = prune.resolve_targets(model, cfg.sparsity, cfg.keep_dense)
     if cfg.prune_epochs:
-      from sqznet_tf.pruning import dsd  # pylint: disable=g-import-not-at-top
       log(f"pruning and retraining for {cfg.prune_epochs} epochs")
       model = _finetune(cfg, model, "prune", cfg.prune_epochs, dsd.sparse_wrapper(cfg.sparsity, cfg.keep_dense),
                         prune.strip, lambda out_dir: prune.pruning_callbacks())
     else:
       log("pruning by magnitude")
-      sensitivity.apply_map(model, targets)
+      prune.apply_map(model, targets)
     measure("pruned" + (f" + {cfg.prune_epochs} epochs" if cfg.prune_epochs else ""), None)
   shared = None
   if cfg.cluster:
     if cfg.cluster_epochs:
-      from sqznet_tf.compression import tfmot_ops  # pylint: disable=g-import-not-at-top
       log(f"clustering ({1 << cfg.bits} values per layer) and retraining for {cfg.cluster_epochs} epochs")
-      model = _finetune(cfg, model, "cluster", cfg.cluster_epochs, cluster_wrapper(cfg.bits, cfg.cluster_init, names),
-                        tfmot_ops.strip_clusters)
+      model = _finetune(cfg, model, "cluster", cfg.cluster_epochs, cluster.cluster_wrapper(cfg.bits, cfg.cluster_init, names),
+                        cluster.strip_clusters)
     else:
       log(f"weight sharing: {1 << cfg.bits} values per layer (k-means, {cfg.cluster_init} init)")
-      shared = share_model(model, cfg.bits, cfg.cluster_init, names)
+      shared = cluster.share_model(model, cfg.bits, cfg.cluster_init, names)
     measure(f"shared {cfg.bits}-bit" + (f" + {cfg.cluster_epochs} epochs" if cfg.cluster_epochs else ""), cfg.bits)
 
-  stats: List[container.TensorStat] = []
+  stats: List[sqz.TensorStat] = []
   if cfg.output:
     if not cfg.cluster:
       # Kernels must already be shared (e.g. a .sqz input); codebook_of says so otherwise.
       shared = None
     log(f"encoding {cfg.output}")
     if cfg.output_format == "net":
+      if _source(cfg, model)[0] not in ("squeezenet_v1_0_caffe", "squeezenet_v1_0"):
+        raise SqznetError(f"the .net format holds SqueezeNet v1.0 only, not {_source(cfg, model)[0]}; "
+                          "use --output_format=sqz")
       data = _encode_net(model)
     else:
-      config = container.model_config(cfg.model, _build_args(cfg, model), info, bits=cfg.bits)
-      data, stats = container.encode(container.model_tensors(model, cfg.bits, shared, names), config,
-                                     entropy=cfg.entropy, layout=cfg.layout, index_bits=cfg.index_bits)
+      config = container.model_config(_source(cfg, model)[0], _build_args(cfg, model), info, bits=cfg.bits)
+      data, stats = sqz.encode(container.model_tensors(model, cfg.bits, shared, names), config,
+                               entropy=cfg.entropy, layout=cfg.layout, index_bits=cfg.index_bits)
     write_atomic(cfg.output, data)
     _check_round_trip(cfg, model, data)
     measure(f"encoded ({'Huffman' if cfg.entropy and cfg.output_format == 'sqz' else 'fixed width'})",
@@ -302,55 +278,167 @@ def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
   return CompressResult(rows, stats, cfg.output, model)
 
 
-def qat_tflite(cfg: CompressConfig, model, epochs: int) -> bytes:
-  """Quantization-aware training of `model` on `cfg.train` data, then an int8 TFLite flatbuffer.
-
-  tfmot's default 8-bit scheme (see `tfmot_ops.quantize_aware`); a plain `fit` at the
-  fine-tuning learning rate, without train()'s checkpoints: QAT is a short fine-tune.
-  """
-  from sqznet_tf._keras import keras, tf  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.compression import tfmot_ops  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.data import pipeline as data_pipeline  # pylint: disable=g-import-not-at-top
-  if cfg.train is None:
-    raise SqznetError("quantization-aware training needs training data (--train_data)")
-  data = data_pipeline.make_datasets(cfg.train.data, cfg.train.batch_size, int(model.output_shape[-1]))
-  steps = cfg.train.steps_per_epoch or max(1, data.train_size // cfg.train.batch_size)
-  qat = tfmot_ops.quantize_aware(model)
-  qat.compile(optimizer=keras.optimizers.SGD(cfg.train.learning_rate, momentum=0.9),
-              loss=keras.losses.CategoricalCrossentropy())
-  qat.fit(data.train.repeat(), epochs=epochs, steps_per_epoch=steps, verbose=cfg.train.verbose)
-  converter = tf.lite.TFLiteConverter.from_keras_model(qat)
-  converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  try:
-    return bytes(converter.convert())
-  except Exception as e:  # pylint: disable=broad-except
-    raise SqznetError(f"int8 TFLite conversion of the QAT model failed: {str(e).strip().splitlines()[0][:200]}") from e
-
-
 def _encode_net(model) -> bytes:
-  from sqznet_tf.weights import deep_compression as dc  # pylint: disable=g-import-not-at-top
   by_name = {l.name: l for l in model.layers}
   layers = []
-  for name, _, shape in dc.LAYERS:
+  for name, _, shape in net_format.LAYERS:
     kernel, bias = by_name[name].get_weights()
     caffe = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
     s = sharing.codebook_of(caffe, 8, f"layer {name}")
-    book = np.zeros(dc.CODEBOOK_SIZE, np.float32)
+    book = np.zeros(net_format.CODEBOOK_SIZE, np.float32)
     book[:s.codebook.size] = s.codebook
     layers.append((caffe, bias, book))
-  return dc.encode_layers(layers)
+  return net_format.encode_layers(layers)
 
 
 def _check_round_trip(cfg: CompressConfig, model, data: bytes) -> None:
   """Decodes the bytes just written and compares every weight with the model's."""
   if cfg.output_format == "net":
-    from sqznet_tf.weights import deep_compression as dc  # pylint: disable=g-import-not-at-top
-    layers = dc.decode(data).layers
+    layers = net_format.decode(data).layers
     decoded = {(l.name, 0): l.keras_kernel for l in layers}
     decoded.update({(l.name, 1): l.bias for l in layers})
   else:
-    decoded = container.decode(data, cfg.output).tensors
+    decoded = sqz.decode(data, cfg.output).tensors
   for layer in model.layers:
     for i, w in enumerate(layer.get_weights()):
       if (layer.name, i) in decoded and not np.array_equal(decoded[(layer.name, i)], w):
         raise SqznetError(f"internal error: {cfg.output} does not decode to the weights of layer {layer.name}")
+
+
+@dataclasses.dataclass
+class FineTuneData:
+  """Training data of the fine-tuning stages (and of evaluation when no labelled photos are given).
+
+  Attributes:
+    data: "embedded", a class folder or TFRecords (as sqznet-train's --data).
+    val_split: share held out for validation, which measures the stages without photos.
+    batch_size, learning_rate, steps_per_epoch: of the fine-tuning runs (SGD, momentum 0.9,
+      constant learning rate).
+  """
+  data: str
+  val_split: float = 0.1
+  batch_size: int = 32
+  learning_rate: float = 0.001
+  steps_per_epoch: Optional[int] = None
+  data_format: str = "auto"
+
+  def train_config(self, cfg: CompressConfig, model, info):
+    """The base TrainConfig of the fine-tuning runs, for `model`'s input size and preprocessing."""
+    source, path = data_pipeline.resolve_source(self.data, self.data_format)
+    spec = data_pipeline.DataSpec(source=source, path=path, val_split=self.val_split, image_size=int(model.input_shape[1]),
+                    preprocessing=info.preprocessing.mode if info else "caffe")
+    arch, overrides = _source(cfg, model)
+    return TrainConfig(model=arch, overrides=overrides, data=spec, batch_size=self.batch_size,
+                       learning_rate=self.learning_rate, lr_schedule="constant", histogram_freq=0, verbose=2,
+                       steps_per_epoch=self.steps_per_epoch)
+
+
+class _TFLiteRunner:
+  """A TFLite flatbuffer behind the `predict_on_batch` that the evaluators call."""
+
+  def __init__(self, data: bytes, model):
+    self.data, self.input_shape, self.output_shape = data, model.input_shape, model.output_shape
+
+  def predict_on_batch(self, x):
+    return tflite.predict(self.data, x)
+
+
+def _evaluator(model, info, source, limit, batch_size, train_config):
+  """(model -> (top1, top5), n -> n sample inputs) on labelled photos, else on the training data's
+  validation split; (None, None) without either."""
+  if source is not None:
+    prep = info.preprocessing if info else preprocessing.PRESETS["caffe"]
+    if prep.crop_size != int(model.input_shape[1]):
+      prep = preprocessing.with_crop(prep, int(model.input_shape[1]), None)
+    pre = preprocessing.Preprocessor(prep)
+
+    def evaluate(m):
+      r = evaluation.evaluate(m, source, pre, batch_size, limit, progress=False)
+      return r.top1, r.top5
+
+    def samples(n):
+      out = [pre(data) for _, _, data in itertools.islice(
+          (item for item in source if not isinstance(item[2], Exception)), n)]
+      return np.stack(out).astype(np.float32)
+    return evaluate, samples
+  if train_config is not None:
+    data = data_pipeline.make_datasets(train_config.data, batch_size)
+    if data.val is None:
+      raise SqznetError(f"--train_data={train_config.data.path or train_config.data.source} has no validation "
+                        "split; set --val_split > 0")
+
+    def evaluate(m):
+      hit1 = hit5 = n = 0
+      for x, y in data.val:
+        top = np.argsort(-np.asarray(m.predict_on_batch(x.numpy())), axis=1)[:, :5]
+        label = np.argmax(y.numpy(), axis=1)
+        hit1 += int((top[:, 0] == label).sum())
+        hit5 += int((top == label[:, None]).any(axis=1).sum())
+        n += len(label)
+      return hit1 / n, hit5 / n
+
+    def samples(n):
+      return np.concatenate([x.numpy() for x, _ in data.val.take(max(1, n // batch_size + 1))])[:n]
+    return evaluate, samples
+  return None, None
+
+
+def run(cfg: CompressConfig, source=None, limit: Optional[int] = None, batch_size: int = 32,
+        finetune: Optional[FineTuneData] = None, log: Callable[[str], None] = lambda s: None) -> dict:
+  """What sqznet-compress runs: load, measure, compress, encode, (int8 TFLite); one JSON-ready dict.
+
+  Args:
+    cfg: the stages and outputs.
+    source: labelled photos (an ImageSource) to measure each stage on; else the validation split
+      of `finetune`'s data; else no accuracy.
+    limit, batch_size: of each evaluation.
+    finetune: training data of the fine-tuning stages and of QAT.
+  """
+  if ((cfg.prune and cfg.prune_epochs) or (cfg.cluster and cfg.cluster_epochs) or cfg.qat_epochs) and not finetune:
+    raise SqznetError("--prune_epochs/--cluster_epochs/--qat_epochs > 0 fine-tune the model: give --train_data")
+  for path in (cfg.output, cfg.int8_tflite):
+    if path:
+      check_writable(path)
+  model, info = load_model(cfg)
+  if finetune:
+    cfg = dataclasses.replace(cfg, train=finetune.train_config(cfg, model, info))
+  evaluate, samples = _evaluator(model, info, source, limit, batch_size, cfg.train)
+  result = compress(cfg, evaluate, log=log, loaded=(model, info))
+  rows = [r.to_dict() for r in result.rows]
+  extra = {}
+  if cfg.int8_tflite:
+    if samples is None:
+      raise SqznetError("--int8_tflite needs images to calibrate on: give --data_dir or --train_data")
+    if cfg.qat_epochs:
+      log(f"quantization-aware training for {cfg.qat_epochs} epochs, then int8 TFLite")
+      data = quantize.qat_tflite(cfg.train, result.model, cfg.qat_epochs)
+      stage = f"int8 TFLite (QAT, {cfg.qat_epochs} epochs)"
+    else:
+      log("post-training int8 quantization (TFLite)")
+      data = tflite.convert(result.model, "int8", samples(64))
+      stage = "int8 TFLite (post-training)"
+    write_atomic(cfg.int8_tflite, data)
+    acc = evaluate(_TFLiteRunner(data, result.model)) if evaluate else (None, None)
+    rows.append(dict(stage=stage, top1=acc[0], top5=acc[1], density=rows[-1]["density"], bits=8,
+                     fp32_bytes=rows[-1]["fp32_bytes"], zip_bytes=None, deep_compression_bytes=None,
+                     file_bytes=len(data)))
+    extra["int8_tflite"] = cfg.int8_tflite
+  arch = _source(cfg, result.model)[0]
+  out = {"model": arch, "weights": loading.describe_source(result.model, cfg.weights)["weights"], "bits": cfg.bits,
+         "output": result.output, "stages": rows,
+         "tensors": [dict(vars(s), bits_per_weight=round(s.bits_per_weight, 3)) for s in result.stats], **extra}
+  if result.output:
+    rel = os.path.relpath(os.path.abspath(result.output), os.path.abspath(cfg.work_dir))
+    write_json_atomic(os.path.join(cfg.work_dir, loading.COMPRESS_RECORD), dict(out, output=rel))
+  return out
+
+
+def check_writable(path: str) -> None:
+  """Fails at once (one line) when the folder of output `path` cannot be created or written."""
+  folder = os.path.dirname(os.path.abspath(path)) or "."
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:
+    raise SqznetError(f"cannot write {path!r}: {e.strerror} ({folder})") from None
+  if not os.access(folder, os.W_OK):
+    raise SqznetError(f"cannot write {path!r}: the folder {folder} is not writable")

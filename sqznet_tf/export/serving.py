@@ -22,24 +22,25 @@ image size or an empty batch fails with INVALID_ARGUMENT and a message that says
 expected, wherever the graph runs (a C++ server does not check shapes against the signature).
 """
 
-import json
 import os
 import tempfile
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from sqznet_tf import cli
 from sqznet_tf._keras import tf
-from sqznet_tf.data.preprocessing import Preprocessing, normalise, preprocess_tf
+from sqznet_tf.data.preprocessing import (Preprocessing, decode_image_tf, normalise, preprocess_tf,
+                                          resize_and_crop_tf)
 from sqznet_tf.errors import SqznetError
+from sqznet_tf.io import atomic_folder, read_json, write_atomic, write_json_atomic
+from sqznet_tf.loading import EXPORT_META
 
 SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes")
 INPUT_KEYS = {"serving_default": "images", "serving_uint8": "images", "serving_bytes": "image_bytes"}
 OUTPUT_KEYS = ("probabilities", "classes", "scores", "labels")
 LABELS_ASSET = "labels.txt"
 WARMUP_FILE = "tf_serving_warmup_requests"
-META_FILE = "sqznet_export.json"
+META_FILE = os.path.basename(EXPORT_META)  # in assets.extra/
 
 
 def _check(ok, message: str, shape):
@@ -111,7 +112,7 @@ def write_labels(path: str, names: Sequence[str]) -> None:
   for i, n in enumerate(names):
     if "\n" in n or "\r" in n:
       raise SqznetError(f"class name {i} ({n[:40]!r}) contains a line break; label files hold one name per line")
-  cli.write_atomic(path, "".join(f"{n}\n" for n in names))
+  write_atomic(path, "".join(f"{n}\n" for n in names))
 
 
 def versions(export_dir: str) -> List[int]:
@@ -138,8 +139,8 @@ def choose_version(export_dir: str, version: Optional[int] = None, overwrite: bo
 
 def synthetic_jpeg(height: int = 240, width: int = 320) -> bytes:
   """A deterministic colour-gradient JPEG: warm-up input when no photo is given."""
-  import io  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top  (standard library, for the generated JPEG only)
+  from PIL import Image  # pylint: disable=g-import-not-at-top  (only for the Pillow back-end and generated images)
   y, x = np.mgrid[0:height, 0:width]
   rgb = np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), (x + y) % 256], -1)
   buf = io.BytesIO()
@@ -149,7 +150,7 @@ def synthetic_jpeg(height: int = 240, width: int = 320) -> bytes:
 
 def _serving_apis():
   try:
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2  # pylint: disable=g-import-not-at-top
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2  # pylint: disable=g-import-not-at-top  (optional extra [export])
   except ImportError:
     raise SqznetError("warm-up requests need tensorflow-serving-api: pip install 'sqznet_tf[export]' "
                       "(or export with --nowarmup)") from None
@@ -158,7 +159,6 @@ def _serving_apis():
 
 def warmup_requests(model_name: str, preprocessing: Preprocessing, images: Sequence[bytes]) -> list:
   """PredictionLog protos: for every signature, one request per image (batch of 1)."""
-  from sqznet_tf.data.preprocessing import decode_image_tf, resize_and_crop_tf  # pylint: disable=g-import-not-at-top
   model_pb2, predict_pb2, prediction_log_pb2 = _serving_apis()
   logs = []
   for data in images:
@@ -182,7 +182,7 @@ def write_warmup(path: str, logs: Sequence) -> None:
 
 def read_warmup(path: str) -> list:
   """The PredictionLog records of a warm-up file; SqznetError naming the first one that does not parse."""
-  from google.protobuf.message import DecodeError  # pylint: disable=g-import-not-at-top
+  from google.protobuf.message import DecodeError  # pylint: disable=g-import-not-at-top  (only when a warm-up file is read)
   _, _, prediction_log_pb2 = _serving_apis()
   out = []
   try:
@@ -219,7 +219,7 @@ def export_saved_model(model, preprocessing: Preprocessing, class_names: Sequenc
   version = choose_version(export_dir, version, overwrite)
   model_name = os.path.basename(os.path.abspath(export_dir))
   final = os.path.join(export_dir, str(version))
-  with tempfile.TemporaryDirectory() as staging, cli.atomic_folder(final) as target:
+  with tempfile.TemporaryDirectory() as staging, atomic_folder(final) as target:
     labels_src = os.path.join(staging, LABELS_ASSET)
     write_labels(labels_src, class_names)
     module = ServingModule(model, preprocessing, labels_src, top_k)
@@ -234,9 +234,7 @@ def export_saved_model(model, preprocessing: Preprocessing, class_names: Sequenc
     record = dict(meta or {}, model_name=model_name, version=version, classes=classes, input_size=size,
                   top_k=top_k, preprocessing=preprocessing.to_dict(), warmup_requests=n_warmup,
                   signatures={s: {"input": INPUT_KEYS[s], "outputs": list(OUTPUT_KEYS)} for s in SIGNATURES})
-    with open(os.path.join(extra, META_FILE), "w", encoding="utf-8") as f:
-      json.dump(record, f, indent=2)
-      f.write("\n")
+    write_json_atomic(os.path.join(extra, META_FILE), record)
   return dict(record, path=final)
 
 
@@ -244,5 +242,4 @@ def read_meta(version_dir: str) -> dict:
   path = os.path.join(version_dir, "assets.extra", META_FILE)
   if not os.path.exists(path):
     raise SqznetError(f"{version_dir} is not a SavedModel exported by sqznet-export (no assets.extra/{META_FILE})")
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return read_json(path, "export metadata")

@@ -17,8 +17,17 @@ from typing import List, Optional
 
 import numpy as np
 
+from sqznet_tf import loading
+from sqznet_tf._keras import tf
+from sqznet_tf.compression import tflite
+from sqznet_tf.data.preprocessing import (ImageDecodeError, Preprocessing, decode_image_tf, normalise,
+                                          resize_and_crop_tf)
 from sqznet_tf.errors import SqznetError
-from sqznet_tf.export import serving
+from sqznet_tf.export import check, portable, serving
+from sqznet_tf.inference import Predictor
+from sqznet_tf.models import configs
+
+EXACT = ("saved_model:serving_bytes", "saved_model:serving_default", "tflite:model_float32", "onnx:model")
 
 
 def portable_dir(version_dir: str) -> str:
@@ -59,8 +68,6 @@ def read_images(source, preprocessing, limit: Optional[int] = None):
   Returns (encoded bytes, crops: float32 RGB 0-255 resized and centre-cropped as `preprocessing`
   says, labels, skipped (id, reason) of the photos that could not be read or decoded).
   """
-  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.data.preprocessing import ImageDecodeError, decode_image_tf, resize_and_crop_tf  # pylint: disable=g-import-not-at-top
   crop_fn = tf.function(lambda img: resize_and_crop_tf(img, preprocessing),
                         input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
   data, crops, labels, skipped = [], [], [], []
@@ -84,7 +91,6 @@ def read_images(source, preprocessing, limit: Optional[int] = None):
 
 def replay_warmup(session, version_dir: str) -> dict:
   """Runs the version's warm-up requests through `session` (a check.ServingSession)."""
-  from sqznet_tf.export import check  # pylint: disable=g-import-not-at-top
   path = os.path.join(version_dir, "assets.extra", serving.WARMUP_FILE)
   if not os.path.exists(path):
     return {"requests": 0, "failed": 0, "signatures": [], "first_error": None}
@@ -109,15 +115,12 @@ def verify(version_dir: str, model, images: List[bytes], crops, labels=None, bat
   (`export_preprocessing`). Returns {"n", "rows": [Row dicts], "serving_default_vs_bytes",
   "warmup"} (see the module docstring).
   """
-  from sqznet_tf.data.preprocessing import normalise  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.export import check, portable  # pylint: disable=g-import-not-at-top
   p = export_preprocessing(version_dir)
   if int(model.input_shape[1]) != p.crop_size:
     raise SqznetError(f"the Keras model takes {model.input_shape[1]} px, the export {p.crop_size} px")
   say = progress or (lambda msg: None)
   x = normalise(crops, p).astype(np.float32)
   say(f"Keras model on {len(images)} images")
-  from sqznet_tf.inference import Predictor  # pylint: disable=g-import-not-at-top
   ref = Predictor(model).predict(x, batch_size)
   rows = [_row("keras", ref, ref, labels)]
 
@@ -145,7 +148,7 @@ def verify(version_dir: str, model, images: List[bytes], crops, labels=None, bat
     say(f"TFLite {name}")
     with open(path, "rb") as f:
       data = f.read()
-    rows.append(_row(f"tflite:{name[:-len('.tflite')]}", portable.tflite_predict(data, x), ref, labels, len(data)))
+    rows.append(_row(f"tflite:{name[:-len('.tflite')]}", tflite.predict(data, x, 32), ref, labels, len(data)))
   for path in sorted(glob.glob(os.path.join(folder, "*.onnx"))):
     say(f"ONNX {os.path.basename(path)}")
     with open(path, "rb") as f:
@@ -158,5 +161,68 @@ def verify(version_dir: str, model, images: List[bytes], crops, labels=None, bat
 
 def export_preprocessing(version_dir: str):
   """The preprocessing a version was exported with (its sqznet_export.json)."""
-  from sqznet_tf.data.preprocessing import Preprocessing  # pylint: disable=g-import-not-at-top
   return Preprocessing.from_dict(serving.read_meta(version_dir)["preprocessing"])
+
+
+def version_dir(export_dir: str, version: Optional[int] = None) -> str:
+  """The version folder to check: `export_dir` itself when it is one, else its `version` (default the latest)."""
+  if os.path.exists(os.path.join(export_dir, "saved_model.pb")):
+    if version is not None:
+      raise SqznetError(f"--export_dir={export_dir} is a version folder already; leave --version out")
+    return export_dir
+  have = serving.versions(export_dir)
+  if not have:
+    raise SqznetError(f"--export_dir={export_dir} holds no SavedModel version (integer folders with saved_model.pb)")
+  v = version or have[-1]
+  if v not in have:
+    raise SqznetError(f"version {v} is not in {export_dir}; it has {', '.join(map(str, have))}")
+  return os.path.join(export_dir, str(v))
+
+
+def reference_model(folder: str, weights=None, model: Optional[str] = None, overrides: Optional[dict] = None):
+  """The Keras model an export came from: the source it records, or `weights`/`model` given instead."""
+  meta = serving.read_meta(folder)
+  src = meta["source"]
+  ref = weights or src.get("ref") or src.get("weights")
+  if model is None:
+    model, overrides = src.get("architecture") or src.get("model"), dict(src.get("overrides") or {}, **(overrides or {}))
+  if ref and ref not in ("imagenet",) and not os.path.exists(ref) and ref not in configs.MODEL_CONFIGS:
+    raise SqznetError(f"the export records its weights as {ref!r}, which is not here; pass --weights=PATH")
+  return loading.load_model(ref, model=model, overrides=overrides, classes=src.get("classes"),
+                            input_size=src.get("input_size"))[0], ref
+
+
+def checks(result: dict, tolerance: float, max_top1_drop: float) -> List[str]:
+  """Marks each row with its check and whether it passes; returns the failures (one line each)."""
+  keras_top1 = result["rows"][0]["top1"]
+  failures = []
+  for r in result["rows"][1:]:
+    if r["format"] in EXACT:
+      r["check"] = f"diff <= {tolerance:g}"
+      r["pass"] = r["max_abs_diff"] <= tolerance
+    elif keras_top1 is not None:
+      r["check"] = f"top-1 drop <= {max_top1_drop:g}"
+      r["pass"] = keras_top1 - r["top1"] <= max_top1_drop
+    else:
+      r["check"], r["pass"] = "", True
+    if not r["pass"]:
+      failures.append(f"{r['format']} fails {r['check']} (diff {r['max_abs_diff']:.2e}, top-1 {r['top1']})")
+  warmup = result["warmup"]
+  if warmup["failed"]:
+    failures.append(f"{warmup['failed']} of {warmup['requests']} warm-up requests fail: {warmup['first_error']}")
+  return failures
+
+
+def run(export_dir: str, source, version: Optional[int] = None, limit: Optional[int] = None, batch_size: int = 16,
+        weights=None, model: Optional[str] = None, overrides: Optional[dict] = None, tolerance: float = 1e-4,
+        max_top1_drop: float = 0.02, progress=None) -> dict:
+  """What sqznet-verify-export runs: every export of a version against its Keras model; "failures" lists
+  the checks that failed."""
+  folder = version_dir(export_dir, version)
+  reference, ref = reference_model(folder, weights, model, overrides)
+  if progress:
+    progress(f"reference: {loading.describe_source(reference, ref)['architecture']} with {ref}")
+  images, crops, labels, skipped = read_images(source, export_preprocessing(folder), limit)
+  result = verify(folder, reference, images, crops, labels, batch_size, progress=progress)
+  failures = checks(result, tolerance, max_top1_drop)
+  return dict(result, version_dir=folder, skipped=len(skipped), failures=failures)

@@ -33,9 +33,9 @@ def __getattr__(name):
 def build(config, **builder_args):
   """Builds a model from a config object (SqueezeNetConfig or AlexNetConfig)."""
   if isinstance(config, AlexNetConfig):
-    from sqznet_tf.models.alexnet import alexnet  # pylint: disable=g-import-not-at-top
+    from sqznet_tf.models.alexnet import alexnet  # pylint: disable=g-import-not-at-top  (TensorFlow only when a model is built: configs stay TF-free)
     return alexnet(config, **builder_args)
-  from sqznet_tf.models.squeezenet import squeezenet  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.models.squeezenet import squeezenet  # pylint: disable=g-import-not-at-top  (TensorFlow only when a model is built: configs stay TF-free)
   return squeezenet(config, **builder_args)
 
 

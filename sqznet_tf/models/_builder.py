@@ -3,6 +3,7 @@
 import os
 from typing import Optional, Sequence
 
+from sqznet_tf import weights as weights_lib
 from sqznet_tf._keras import keras
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.models import configs
@@ -65,7 +66,4 @@ def load_weights(model, weights) -> None:
   """Loads `weights` (see `sqznet_tf.weights.load_weights`); a mismatch is a clear error."""
   if weights is None:
     return
-  # The one place where models/ reaches up to weights/: the Keras-applications `weights=`
-  # argument needs it, and the import stays inside the call.
-  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
   weights_lib.load_weights(model, weights)

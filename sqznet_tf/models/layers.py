@@ -88,3 +88,12 @@ class LRN(keras.layers.Layer):
 
 
 CUSTOM_OBJECTS = {"CeilMaxPool2D": CeilMaxPool2D, "LRN": LRN}
+
+
+def copy_layer(layer):
+  """A fresh, built copy of `layer` holding its current weights (no variables shared)."""
+  new = layer.__class__.from_config(layer.get_config())
+  if layer.weights:
+    new.build(layer.input_shape)
+    new.set_weights(layer.get_weights())
+  return new

@@ -17,9 +17,13 @@ import json
 import os
 from typing import List, Optional, Sequence
 
+from sqznet_tf._keras import keras
 from sqznet_tf.errors import SqznetError
+from sqznet_tf.io import write_json_atomic
+from sqznet_tf.models import build, get_config
 from sqznet_tf.pruning import prune
 from sqznet_tf.training.config import TrainConfig
+from sqznet_tf.training.train import train
 
 PHASES = ("phase1_dense", "phase2_sparse", "phase3_dense")
 
@@ -106,9 +110,6 @@ def run_dsd(cfg: DSDConfig, extra_callbacks=None, verbose_phase=None) -> List[di
     extra_callbacks: phase name -> (out_dir -> list of callbacks), for tests and tools.
     verbose_phase: called with the phase name before each phase starts.
   """
-  from sqznet_tf._keras import keras  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.models import build, get_config  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.training.train import train  # pylint: disable=g-import-not-at-top
   # Check the sparsity map and keep_dense against the architecture before any training.
   base_overrides = dict(cfg.base.overrides)
   probe = build(get_config(cfg.base.model, **base_overrides), input_shape=(cfg.base.data.image_size,) * 2 + (3,),
@@ -145,8 +146,5 @@ def run_dsd(cfg: DSDConfig, extra_callbacks=None, verbose_phase=None) -> List[di
     summary = result.to_dict()
     rows.append(_phase_row(name, config, summary, result.model))
     keras.backend.clear_session()
-  tmp = os.path.join(cfg.model_dir, ".tmp-dsd_summary.json")
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(rows, f, indent=2)
-  os.replace(tmp, os.path.join(cfg.model_dir, "dsd_summary.json"))
+  write_json_atomic(os.path.join(cfg.model_dir, "dsd_summary.json"), rows)
   return rows

@@ -15,12 +15,14 @@ import dataclasses
 import fnmatch
 import json
 import os
-from typing import Dict, Iterable, List, Optional, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
 from sqznet_tf._keras import keras, tfmot
 from sqznet_tf.errors import SqznetError
+from sqznet_tf.io import save_figure
+from sqznet_tf.models.layers import CUSTOM_OBJECTS
 
 SCHEDULES = ("constant", "polynomial")
 SparsitySpec = Union[float, Dict[str, float]]
@@ -34,6 +36,62 @@ def prunable_layers(model) -> List[str]:
     if isinstance(inner, (keras.layers.Conv2D, keras.layers.Dense)):
       out.append(inner.name)
   return out
+
+
+def check_layers(model, layers: Optional[Sequence[str]]) -> List[str]:
+  """`layers` (default: every prunable layer), deduplicated, each checked to be prunable."""
+  accepted = prunable_layers(model)
+  if layers is None:
+    return accepted
+  if isinstance(layers, str):
+    layers = [layers]
+  out = []
+  for name in layers:
+    if name not in accepted:
+      raise SqznetError(f"layer {name!r} is not a prunable layer of {model.name}; accepted: {', '.join(accepted)}")
+    if name not in out:
+      out.append(name)
+  if not out:
+    raise SqznetError(f"no layer given; accepted: {', '.join(accepted)}")
+  return out
+
+
+def _is_number(v) -> bool:
+  return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
+
+
+def magnitude_prune_kernel(kernel: np.ndarray, sparsity: float) -> np.ndarray:
+  """A copy of `kernel` with its round(sparsity * size) smallest-magnitude entries set to zero.
+
+  Exactly that many entries are zeroed (ties in |w| are broken by position, first ones first,
+  through a stable argsort); entries already zero count among the smallest.
+
+  Args:
+    kernel: any array of weights.
+    sparsity: fraction in [0, 1] of entries to zero.
+
+  Returns:
+    A new array of the same shape and dtype.
+  """
+  if not _is_number(sparsity) or not 0 <= sparsity <= 1:
+    raise SqznetError(f"sparsity {sparsity!r} is not accepted; expected a fraction in [0, 1]")
+  kernel = np.asarray(kernel)
+  flat = kernel.reshape(-1).copy()
+  k = int(round(float(sparsity) * flat.size))
+  if k:
+    order = np.argsort(np.abs(flat), kind="stable")
+    flat[order[:k]] = 0
+  return flat.reshape(kernel.shape)
+
+
+def apply_map(model, sparsity_map: Dict[str, float]) -> None:
+  """Prunes each layer of the map by magnitude in place (no restore; see `evaluate_map`)."""
+  if sparsity_map:
+    check_layers(model, list(sparsity_map))
+  for name, s in sparsity_map.items():
+    if s:
+      layer = model.get_layer(name)
+      layer.kernel.assign(magnitude_prune_kernel(layer.kernel.numpy(), s))
 
 
 def _check_sparsity(key: str, value) -> float:
@@ -54,7 +112,7 @@ def load_spec(text_or_path: str) -> SparsitySpec:
       text = f.read()
     if s.endswith((".yaml", ".yml")):
       try:
-        import yaml  # pylint: disable=g-import-not-at-top
+        import yaml  # pylint: disable=g-import-not-at-top  (optional format, read only for YAML files)
       except ImportError:
         raise SqznetError(f"{s}: reading YAML needs pyyaml (pip install pyyaml), or give JSON") from None
       try:
@@ -152,7 +210,6 @@ def prune_model(model, targets: Dict[str, float], schedule: ScheduleSpec = Sched
     if t > 0:
       return mot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule.make(t))
     return layer.__class__.from_config(layer.get_config())
-  from sqznet_tf.models import CUSTOM_OBJECTS  # pylint: disable=g-import-not-at-top
   with keras.utils.custom_object_scope(CUSTOM_OBJECTS):
     pruned = keras.models.clone_model(model, clone_function=clone)
   pruned.set_weights(_weights_for(pruned, model))
@@ -231,9 +288,9 @@ def sparsity_report(model) -> dict:
 
 def plot_sparsity(report: dict, path: str) -> None:
   """A PNG bar chart of per-layer sparsity, written atomically."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top  (heavy, only when a figure is drawn)
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top  (heavy, only when a figure is drawn)
   rows = report["layers"]
   fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(rows)), 4))
   ax.bar(range(len(rows)), [100 * r["sparsity"] for r in rows])
@@ -243,7 +300,7 @@ def plot_sparsity(report: dict, path: str) -> None:
   ax.set_ylim(0, 100)
   ax.set_title(f"{report['model']}: {100 * report['sparsity']:.1f}% of kernel weights are zero")
   fig.tight_layout()
-  tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-" + os.path.basename(path))
-  fig.savefig(tmp, format="png", dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
+  try:
+    save_figure(fig, path, dpi=100)
+  finally:
+    plt.close(fig)

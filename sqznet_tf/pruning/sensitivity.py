@@ -19,12 +19,14 @@ of the most sensitive layers until the combined drop fits.
 import dataclasses
 import math
 import os
-import tempfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from sqznet_tf import reporting
 from sqznet_tf.errors import SqznetError
+from sqznet_tf.io import save_figure, write_json_atomic
+from sqznet_tf.pruning.prune import apply_map, check_layers, magnitude_prune_kernel, prunable_layers  # noqa: F401
 
 DEFAULT_SPARSITIES = (0.25, 0.5, 0.75, 0.9)
 
@@ -36,35 +38,6 @@ _EPS = 1e-9
 
 def _is_number(v) -> bool:
   return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
-
-
-def magnitude_prune_kernel(kernel: np.ndarray, sparsity: float) -> np.ndarray:
-  """A copy of `kernel` with its round(sparsity * size) smallest-magnitude entries set to zero.
-
-  Exactly that many entries are zeroed (ties in |w| are broken by position, first ones first,
-  through a stable argsort); entries already zero count among the smallest.
-
-  Args:
-    kernel: any array of weights.
-    sparsity: fraction in [0, 1] of entries to zero.
-
-  Returns:
-    A new array of the same shape and dtype.
-  """
-  if not _is_number(sparsity) or not 0 <= sparsity <= 1:
-    raise SqznetError(f"sparsity {sparsity!r} is not accepted; expected a fraction in [0, 1]")
-  kernel = np.asarray(kernel)
-  flat = kernel.reshape(-1).copy()
-  k = int(round(float(sparsity) * flat.size))
-  if k:
-    order = np.argsort(np.abs(flat), kind="stable")
-    flat[order[:k]] = 0
-  return flat.reshape(kernel.shape)
-
-
-def prunable_layers(model) -> List[str]:
-  """Names of the layers with a kernel (Conv2D, Dense, ...), in model order."""
-  return [layer.name for layer in model.layers if getattr(layer, "kernel", None) is not None]
 
 
 def check_sparsities(sparsities: Sequence[float]) -> Tuple[float, ...]:
@@ -87,24 +60,6 @@ def check_budget(budget: float) -> float:
     raise SqznetError(f"budget={budget!r} is not accepted; expected an accuracy drop >= 0 "
                       "(0.01 = one percentage point)")
   return float(budget)
-
-
-def check_layers(model, layers: Optional[Sequence[str]]) -> List[str]:
-  """`layers` (default: every prunable layer), deduplicated, each checked to be prunable."""
-  accepted = prunable_layers(model)
-  if layers is None:
-    return accepted
-  if isinstance(layers, str):
-    layers = [layers]
-  out = []
-  for name in layers:
-    if name not in accepted:
-      raise SqznetError(f"layer {name!r} is not a prunable layer of {model.name}; accepted: {', '.join(accepted)}")
-    if name not in out:
-      out.append(name)
-  if not out:
-    raise SqznetError(f"no layer given; accepted: {', '.join(accepted)}")
-  return out
 
 
 @dataclasses.dataclass
@@ -179,16 +134,6 @@ class _KernelGuard:
     return False
 
 
-def apply_map(model, sparsity_map: Dict[str, float]) -> None:
-  """Prunes each layer of the map by magnitude in place (no restore; see `evaluate_map`)."""
-  if sparsity_map:
-    check_layers(model, list(sparsity_map))
-  for name, s in sparsity_map.items():
-    if s:
-      layer = model.get_layer(name)
-      layer.kernel.assign(magnitude_prune_kernel(layer.kernel.numpy(), s))
-
-
 def evaluate_map(model, evaluate_fn: EvaluateFn, sparsity_map: Dict[str, float]) -> float:
   """Accuracy with every layer of the map pruned at once; the kernels are restored afterwards."""
   with _KernelGuard(model, [n for n, s in sparsity_map.items() if s]):
@@ -212,7 +157,6 @@ def sensitivity(model, evaluate_fn: EvaluateFn, layers: Optional[Sequence[str]] 
   Raises:
     SqznetError: for a sparsity outside [0, 1) or a layer that is not prunable.
   """
-  from sqznet_tf import reporting  # pylint: disable=g-import-not-at-top
   sparsities = check_sparsities(sparsities)
   names = check_layers(model, layers)
   total = 1 + len(names) * len(sparsities)
@@ -281,7 +225,6 @@ def backoff_map(result: SensitivityResult, budget: float, model, evaluate_fn: Ev
   down to its next lower tested sparsity (or 0.0), and evaluates again. Ends after at most one
   evaluation per (layer, tested sparsity) pair; the all-zero map is the baseline, which fits.
   """
-  from sqznet_tf import reporting  # pylint: disable=g-import-not-at-top
   budget = check_budget(budget)
   current = _per_layer_choice(result, budget)
   history = []
@@ -329,9 +272,9 @@ def propose_map(result: SensitivityResult, budget: float, model=None,
 
 def plot(result: SensitivityResult, path: str) -> None:
   """A PNG of accuracy against sparsity, one line per layer, the baseline dashed; written atomically."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top  (heavy, only when a figure is drawn)
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top  (heavy, only when a figure is drawn)
   n = len(result.layers)
   cmap = plt.get_cmap("tab20")
   styles = ["-", "--", "-.", ":"]
@@ -350,17 +293,33 @@ def plot(result: SensitivityResult, path: str) -> None:
   ax.grid(True, alpha=0.3)
   ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=2 if n > 26 else 1)
   fig.tight_layout()
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-  os.close(fd)
-  os.chmod(tmp, 0o644)
   try:
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+    save_figure(fig, path, dpi=100)
   finally:
     plt.close(fig)
+
+
+def analyse(model, evaluate_fn: EvaluateFn, layers: Optional[Sequence[str]], sparsities: Sequence[float],
+            budget: float, metric: str = "top1", check_combined: bool = True, output_dir: Optional[str] = None,
+            extra: Optional[dict] = None) -> Tuple[dict, SensitivityResult]:
+  """What sqznet-sensitivity runs: the per-layer sweep, the proposed map, its combined check.
+
+  Returns (d, the SensitivityResult): d is one JSON-ready dict (`extra` merged in) with "sensitivity", "per_layer_map",
+  "combined" and "sparsity_map"; with `output_dir`, also writes sensitivity.json,
+  sensitivity.png and sparsity_map.json there (each atomically) and lists them in "outputs".
+  """
+  sparsities = check_sparsities(sparsities)
+  budget = check_budget(budget)
+  layers = check_layers(model, layers)
+  result = sensitivity(model, evaluate_fn, layers, sparsities, metric=metric)
+  per_layer = propose_map(result, budget)
+  check = backoff_map(result, budget, model, evaluate_fn, progress=True) if check_combined else None
+  sparsity_map = check.sparsity_map if check else per_layer
+  d = dict(extra or {}, metric=metric, budget=budget, sensitivity=result.to_dict(), per_layer_map=per_layer,
+           combined=check.to_dict() if check else None, sparsity_map=sparsity_map)
+  if output_dir:
+    write_json_atomic(os.path.join(output_dir, "sensitivity.json"), d)
+    plot(result, os.path.join(output_dir, "sensitivity.png"))
+    write_json_atomic(os.path.join(output_dir, "sparsity_map.json"), sparsity_map)
+    d["outputs"] = [os.path.join(output_dir, f) for f in ("sensitivity.json", "sensitivity.png", "sparsity_map.json")]
+  return d, result

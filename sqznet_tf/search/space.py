@@ -18,6 +18,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from sqznet_tf.errors import SqznetError
+from sqznet_tf.models.configs import get_config
 
 ARCH_PARAMS = ("squeeze_ratio", "pct3x3", "base_e", "incr_e", "freq", "bypass", "batch_norm")
 TRAIN_PARAMS = ("learning_rate", "dropout")
@@ -122,7 +123,7 @@ def parse(text_or_path) -> SearchSpace:
     try:
       data = json.loads(text)
     except ValueError:
-      import yaml  # pylint: disable=g-import-not-at-top
+      import yaml  # pylint: disable=g-import-not-at-top  (optional format, read only for YAML files)
       try:
         data = yaml.safe_load(text)
       except yaml.YAMLError as e:
@@ -143,7 +144,6 @@ def check_buildable(space: SearchSpace, model: str) -> None:
   Every combination of the extreme values of the architecture parameters is checked against
   the registry (e.g. a squeeze ratio so small that a Fire module gets 0 squeeze filters).
   """
-  from sqznet_tf.models import get_config  # pylint: disable=g-import-not-at-top
   arch = [p for n, p in space.params.items() if n in ARCH_PARAMS]
   for combo in itertools.product(*[p.corners() for p in arch]):
     overrides = {p.name: v for p, v in zip(arch, combo)}

@@ -9,12 +9,20 @@ cost, without training, and the search goes on. keras-tuner's chief/worker mode
 """
 
 import dataclasses
+import json
 import os
 from typing import Dict, List, Optional, Tuple
 
 from sqznet_tf._keras import keras, keras_tuner
+from sqznet_tf.analysis import analyze_model
+from sqznet_tf.analysis.storage import check_bits, check_density
+from sqznet_tf.data import pipeline
 from sqznet_tf.errors import SqznetError
+from sqznet_tf.io import save_figure, write_json_atomic
+from sqznet_tf.models import build, get_config
+from sqznet_tf.search import space as space_lib
 from sqznet_tf.search.space import ARCH_PARAMS, SearchSpace
+from sqznet_tf.weights import WeightsInfo, save_model
 
 TUNERS = ("random", "grid", "hyperband", "bayesian")
 OBJECTIVE = "val_accuracy"
@@ -26,7 +34,7 @@ kt = keras_tuner()
 def _quiet_failed_trials() -> None:
   """keras-tuner prints the traceback of every failed trial (config.DEBUG); a rejected candidate
   is not an error here, and the trial keeps its message either way."""
-  import importlib  # pylint: disable=g-import-not-at-top
+  import importlib  # pylint: disable=g-import-not-at-top  (only to quieten keras-tuner)
   try:
     importlib.import_module("keras_tuner.src.config").DEBUG = False
   except ImportError:  # another layout of keras-tuner: tracebacks stay on
@@ -98,13 +106,11 @@ class SqueezeNetHyperModel(kt.HyperModel):
 
   def config(self, hp):
     """The registry config the hyperparameters describe."""
-    from sqznet_tf.models import get_config  # pylint: disable=g-import-not-at-top
     values = self.values(hp)
     overrides = {k: v for k, v in values.items() if k in ARCH_PARAMS or k == "dropout"}
     return get_config(self.model, **overrides), values.get("learning_rate", self.learning_rate)
 
   def build(self, hp):
-    from sqznet_tf.models import build  # pylint: disable=g-import-not-at-top
     config, lr = self.config(hp)
     model = build(config, input_shape=self.input_shape, classes=self.classes)
     model.compile(optimizer=keras.optimizers.SGD(lr, momentum=self.momentum),
@@ -115,8 +121,6 @@ class SqueezeNetHyperModel(kt.HyperModel):
 
   def cost(self, hp, budget: Budget) -> Dict[str, int]:
     """Parameters, MACs and Deep Compression bytes of the network `hp` describes (no training)."""
-    from sqznet_tf.analysis import analyze_model  # pylint: disable=g-import-not-at-top
-    from sqznet_tf.models import build  # pylint: disable=g-import-not-at-top
     config, _ = self.config(hp)
     key = (repr(sorted((k, v) for k, v in hp.values.items() if not k.startswith("tuner/"))),
            budget.density, budget.bits)
@@ -228,9 +232,9 @@ def pareto(rows: List[TrialRow], key: str = "params") -> List[TrialRow]:
 
 def plot(rows: List[TrialRow], path: str, title: str = "") -> None:
   """PNG: accuracy vs parameters and vs MACs (Pareto front marked), and the SR / pct3x3 sweeps."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top  (heavy, only when a figure is drawn)
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top  (heavy, only when a figure is drawn)
   done = [r for r in rows if r.val_accuracy is not None]
   sweeps = [k for k in ("squeeze_ratio", "pct3x3") if len({r.values.get(k) for r in done}) > 1]
   fig, axes = plt.subplots(1, 2 + len(sweeps), figsize=(5 * (2 + len(sweeps)), 4), squeeze=False)
@@ -256,11 +260,10 @@ def plot(rows: List[TrialRow], path: str, title: str = "") -> None:
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  folder = os.path.dirname(os.path.abspath(path))
-  tmp = os.path.join(folder, ".tmp-" + os.path.basename(path))
-  fig.savefig(tmp, format="png", dpi=90)
-  plt.close(fig)
-  os.replace(tmp, path)
+  try:
+    save_figure(fig, path, dpi=90)
+  finally:
+    plt.close(fig)
 
 
 def is_worker() -> bool:
@@ -286,3 +289,77 @@ def best(tuner) -> Tuple[object, Dict]:
     status.expect_partial()
   values = {k: v for k, v in trials[0].hyperparameters.values.items() if not k.startswith("tuner/")}
   return model, values
+
+
+@dataclasses.dataclass
+class SearchConfig:
+  """One sqznet-tune search (see the binary's flags for each field)."""
+  space: SearchSpace
+  model: str = "squeezenet_v1_0"
+  tuner: str = "random"
+  max_trials: int = 10
+  epochs: int = 3
+  steps_per_epoch: Optional[int] = None
+  batch_size: int = 64
+  learning_rate: float = 0.04
+  seed: int = 0
+  classes: Optional[int] = None
+  budget: Budget = dataclasses.field(default_factory=Budget)
+  directory: str = "runs/tune"
+  project_name: str = "search"
+  overwrite: bool = True
+  verbose: int = 1
+
+
+def run(cfg: SearchConfig, data_spec, log=lambda s: None) -> dict:
+  """What sqznet-tune runs: the search, then (on the chief) results.json, the best model and a plot.
+
+  Returns the results (also in <directory>/<project_name>/results.json); on a worker, only
+  {"worker": id, "trials_run": n}.
+  """
+  if cfg.tuner not in TUNERS:
+    raise SqznetError(f"--tuner={cfg.tuner} is not accepted; expected one of {', '.join(TUNERS)}")
+  space = cfg.space
+  space_lib.check_buildable(space, cfg.model)
+  if cfg.tuner == "grid":
+    bad = [n for n in space.searched if space.params[n].kind not in ("choice",) and space.params[n].step is None]
+    if bad:
+      raise SqznetError(f"grid search needs lists or stepped ranges; {', '.join(bad)} is a continuous range")
+  check_density(cfg.budget.density)
+  check_bits(cfg.budget.bits, "size_bits")
+  data = pipeline.make_datasets(data_spec, cfg.batch_size, cfg.classes)
+  if data.val is None:
+    raise SqznetError("the search needs validation data: give --val_data or --val_split > 0")
+  size = data_spec.image_size
+  hypermodel = SqueezeNetHyperModel(space, cfg.model, (size, size, 3), data.num_classes, cfg.learning_rate)
+  tuner = make_tuner(cfg.tuner, hypermodel, cfg.directory, cfg.project_name, cfg.max_trials, cfg.epochs,
+                     cfg.overwrite, cfg.seed, cfg.budget)
+  project = os.path.join(cfg.directory, cfg.project_name)
+  steps = cfg.steps_per_epoch or max(1, data.train_size // cfg.batch_size)
+  logs = os.path.join(project, "logs")
+  search_args = dict(validation_data=data.val, steps_per_epoch=steps, verbose=cfg.verbose,
+                     callbacks=[keras.callbacks.TensorBoard(logs, histogram_freq=0)])
+  if cfg.tuner != "hyperband":
+    search_args["epochs"] = cfg.epochs
+  log(f"{cfg.tuner} search over {', '.join(space.searched)} "
+      f"({data.train_size} training / {data.val_size} validation images)")
+  tuner.search(data.train.repeat(), **search_args)
+  if is_worker():  # the chief has the trials and writes the results
+    return {"worker": os.environ.get("KERASTUNER_TUNER_ID"), "trials_run": tuner.trials_run}
+  rows = trial_rows(tuner)
+  out = {"tuner": cfg.tuner, "model": cfg.model, "space": space.to_dict(), "directory": project,
+         "budget": dict(vars(cfg.budget)), "trials": [r.to_dict() for r in rows], "logs": logs}
+  if any(r.val_accuracy is not None for r in rows):
+    model, values = best(tuner)
+    path = os.path.join(project, "best_model.keras")
+    info = WeightsInfo(name="best_model.keras", architecture=cfg.model, classes=data.num_classes,
+                       preprocessing=data.preprocessing, labels=", ".join(data.class_names[:20]),
+                       source=f"sqznet-tune {cfg.tuner} search, hyperparameters {json.dumps(values)}")
+    save_model(model, path, info)
+    out["best"] = {"values": values, "model": path,
+                   "val_accuracy": max(r.val_accuracy for r in rows if r.val_accuracy is not None)}
+    plot(rows, os.path.join(project, "search.png"), f"{cfg.model}: {cfg.tuner} search")
+    out["plot"] = os.path.join(project, "search.png")
+    out["pareto"] = [r.to_dict() for r in pareto(rows)]
+  write_json_atomic(os.path.join(project, "results.json"), out)
+  return out

@@ -17,8 +17,6 @@ folders that they delete.
 
 import dataclasses
 import hashlib
-import json
-import math
 import os
 import shutil
 import tempfile
@@ -27,9 +25,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from sqznet_tf import weights as weights_lib
 from sqznet_tf._keras import keras, tf
 from sqznet_tf.data import pipeline
 from sqznet_tf.errors import SqznetError
+from sqznet_tf.formats.metadata import write_info
+from sqznet_tf.io import write_atomic, write_json_atomic
+from sqznet_tf.models import build, get_config
+from sqznet_tf.reporting import progress
 from sqznet_tf.training import wrappers
 from sqznet_tf.training import callbacks as cb
 from sqznet_tf.training import schedules, strategies
@@ -82,12 +85,9 @@ def _optimizer(config: TrainConfig, schedule):
 
 def _init_from(model, init_weights: str) -> None:
   """Starts from pretrained weights; layers that do not fit (a new classifier) stay fresh."""
-  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.weights import deep_compression  # pylint: disable=g-import-not-at-top
   if init_weights == "imagenet" or init_weights.endswith(".net"):
-    path = weights_lib.fetch_imagenet() if init_weights == "imagenet" else init_weights
-    net = deep_compression.read(path)
-    weights_lib.load_compressed(model, net, weights_lib.IMAGENET_INFO, skip_classifier_mismatch=True)
+    net, info = weights_lib.read_release(init_weights)
+    weights_lib.load_compressed(model, net, info, skip_classifier_mismatch=True)
     return
   if not os.path.exists(init_weights):
     raise SqznetError(f"init_weights {init_weights!r} does not exist")
@@ -105,8 +105,6 @@ def _worker_dir(model_dir: str, chief: bool) -> str:
 
 
 def _save_final(model, out_dir: str, info) -> None:
-  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.cli import write_atomic  # pylint: disable=g-import-not-at-top
   weights_lib.save_weights(model, os.path.join(out_dir, "final.weights.h5"), info)
   target = os.path.join(out_dir, "saved_model")
   tmp = os.path.join(out_dir, ".tmp-saved_model")
@@ -120,7 +118,7 @@ def _save_final(model, out_dir: str, info) -> None:
     logger.setLevel(level)
   shutil.rmtree(target, ignore_errors=True)
   os.replace(tmp, target)
-  write_atomic(target + weights_lib.INFO_SUFFIX, json.dumps(info.to_dict(), indent=2) + "\n")
+  write_info(target, info)
 
 
 def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional[Callable] = None,
@@ -134,8 +132,6 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
     unwrap: model -> model applied before the final weights are read and saved (strip_pruning).
     extra_callbacks: out_dir -> list of extra Keras callbacks (pruning step and summaries).
   """
-  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.models import get_config, build  # pylint: disable=g-import-not-at-top
   config.validate()
   strategy = strategies.make_strategy(config.strategy, config.tpu, config.cpu_devices)
   replicas = strategy.num_replicas_in_sync
@@ -155,7 +151,6 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
   if config.classes and config.classes != data.num_classes:
     raise SqznetError(f"classes={config.classes} but the data has {data.num_classes} classes")
   if data.skipped:
-    from sqznet_tf.reporting import progress  # pylint: disable=g-import-not-at-top
     progress(f"skipping {len(data.skipped)} unreadable images, e.g. {data.skipped[0]}")
   if not config.steps_per_epoch and not data.train_size:
     raise SqznetError(f"the size of {config.data.path!r} is not known without reading it all (over 1 GB of "
@@ -175,10 +170,7 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
   if chief and not resuming and os.path.exists(os.path.join(out_dir, "history.json")):
     os.remove(os.path.join(out_dir, "history.json"))  # a finished earlier run in the same folder
   if chief:
-    tmp = os.path.join(out_dir, ".tmp-config.json")
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(config.to_json() + "\n")
-    os.replace(tmp, os.path.join(out_dir, "config.json"))
+    write_atomic(os.path.join(out_dir, "config.json"), config.to_json() + "\n")
 
   if config.mixed_precision:
     keras.mixed_precision.set_global_policy(config.mixed_precision)
@@ -204,8 +196,9 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
     info = weights_lib.WeightsInfo(
         name=os.path.basename(os.path.abspath(config.model_dir)), architecture=config.model,
         classes=data.num_classes, preprocessing=data.preprocessing, labels=",".join(data.class_names),
-        source=f"trained by sqznet-train on {config.data.source} {config.data.path or ''}".strip(),
-        licence="as the training data")
+        source=f"trained by sqznet-train on {config.data.source} "
+               f"{os.path.basename(str(config.data.path or '').rstrip('/'))}".strip(),
+        licence="as the training data", overrides=overrides)
     monitor = "val_accuracy" if val_ds is not None else "accuracy"
     history_cb = cb.HistoryFile(os.path.join(out_dir, "history.json"), write=chief)
     timer = cb.EpochSeconds()
@@ -243,8 +236,7 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
       clean.set_weights(final_weights)
       _save_final(clean, out_dir, info)
       if val_ds is not None and os.path.exists(os.path.join(out_dir, "best.weights.h5")):
-        with open(os.path.join(out_dir, "best.weights.h5") + ".sqznet.json", "w", encoding="utf-8") as f:
-          json.dump(info.to_dict(), f, indent=2)
+        write_info(os.path.join(out_dir, "best.weights.h5"), info)
     train_seconds = sum(timer.seconds) or seconds
     result = TrainResult(
         model_dir=config.model_dir, epochs_run=len(history) if chief else len(timer.seconds),
@@ -256,10 +248,7 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
         classes=data.num_classes,
         weights_sha256=hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in final_weights)).hexdigest())
     if chief:
-      tmp = os.path.join(out_dir, ".tmp-summary.json")
-      with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result.to_dict(), f, indent=2)
-      os.replace(tmp, os.path.join(out_dir, "summary.json"))
+      write_json_atomic(os.path.join(out_dir, "summary.json"), result.to_dict())
     else:
       shutil.rmtree(out_dir, ignore_errors=True)
     result.model = final_model  # the trained model, for callers in the same process (not in to_dict)

@@ -1,68 +1,30 @@
-"""Pretrained weights: the Deep Compression SqueezeNet release, and weights saved by this package.
+"""Weights into a built Keras model: the Deep Compression release, `.sqz` containers, Keras weights.
 
-`load_weights(model, weights)` is what the builders' `weights=` argument calls:
+What the builders' `weights=` argument calls (`load_weights(model, weights)`):
   - "imagenet": the Deep Compression release of SqueezeNet v1.0, fetched once through the Keras
     file cache (pinned commit, sha256 checked; offline, a cached file is used);
   - a path to a `.net` file in that format;
-  - a path to a `.sqz` container written by `sqznet_tf.compression` (sparse, weight-shared);
-  - a path to Keras weights saved by this package (`save_weights`), with its metadata beside it.
+  - a path to a `.sqz` container written by `sqznet_tf.compression`;
+  - a path to Keras weights (HDF5) saved by this package (`save_weights`), with its metadata.
 The metadata (preprocessing, labels, source, licence) is attached to the model; read it back with
-`weights_info(model)`.
+`weights_info(model)`. Turning any file or folder into a model (the architecture included) is
+`sqznet_tf.loading.load_model`; this module only fills a model that exists.
 """
 
 import dataclasses
 import hashlib
-import json
 import os
 from typing import Optional
 
-import numpy as np
-
-from sqznet_tf.data.preprocessing import PRESETS, Preprocessing
 from sqznet_tf.errors import SqznetError
-from sqznet_tf.weights import deep_compression
+from sqznet_tf.formats import net as net_format
+from sqznet_tf.formats import sqz
+from sqznet_tf.formats.metadata import INFO_SUFFIX, PRESETS, WeightsInfo, read_info, write_info
+from sqznet_tf.io import atomic_file
 
 RELEASE_URL = ("https://github.com/songhan/SqueezeNet-Deep-Compression/raw/"
                "fb13faa2cf121ced9999f8a9d538ec6c56084733/compressed_SqueezeNet.net")
 RELEASE_FILENAME = "compressed_SqueezeNet.net"
-INFO_SUFFIX = ".sqznet.json"
-
-
-@dataclasses.dataclass
-class WeightsInfo:
-  """What travels with a set of weights.
-
-  Attributes:
-    name: short name ("imagenet", a file name, ...).
-    architecture: registry name of the network the weights are for.
-    classes: number of output classes.
-    preprocessing: how photos must be prepared for these weights.
-    labels: where the class names come from (a description or a path).
-    source: where the weights come from.
-    sha256: checksum of the weights file, when known.
-    licence: the weights' licence.
-  """
-  name: str
-  architecture: str
-  classes: int
-  preprocessing: Preprocessing
-  labels: str = ""
-  source: str = ""
-  sha256: str = ""
-  licence: str = ""
-
-  def to_dict(self) -> dict:
-    d = dataclasses.asdict(self)
-    d["preprocessing"] = self.preprocessing.to_dict()
-    return d
-
-  @classmethod
-  def from_dict(cls, d: dict) -> "WeightsInfo":
-    d = dict(d)
-    d["preprocessing"] = Preprocessing.from_dict(d.get("preprocessing", {}))
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in known})
-
 
 IMAGENET_INFO = WeightsInfo(
     name="imagenet",
@@ -71,7 +33,7 @@ IMAGENET_INFO = WeightsInfo(
     preprocessing=PRESETS["caffe"],
     labels="ImageNet ILSVRC-2012 synsets in Caffe order (synset_words.txt; pass --labels)",
     source=RELEASE_URL,
-    sha256=deep_compression.RELEASE_SHA256,
+    sha256=net_format.RELEASE_SHA256,
     licence="BSD-2-Clause (songhan/SqueezeNet-Deep-Compression)",
 )
 
@@ -97,26 +59,43 @@ def fetch_imagenet() -> str:
   """
   path = os.path.join(cache_dir(), RELEASE_FILENAME)
   if not os.path.exists(path):
-    from sqznet_tf._keras import keras  # pylint: disable=g-import-not-at-top
+    from sqznet_tf._keras import keras  # pylint: disable=g-import-not-at-top  (only to download)
     try:
       path = keras.utils.get_file(RELEASE_FILENAME, RELEASE_URL, cache_subdir="models",
-                                  file_hash=deep_compression.RELEASE_SHA256, hash_algorithm="sha256",
+                                  file_hash=net_format.RELEASE_SHA256, hash_algorithm="sha256",
                                   cache_dir=os.path.dirname(cache_dir()))
     except Exception as e:  # network errors come in many types
       raise SqznetError(f"cannot download the ImageNet weights from {RELEASE_URL}: {e}; put the file "
                         f"at {path} to use it offline") from None
   digest = _sha256(path)
-  if digest != deep_compression.RELEASE_SHA256:
-    raise SqznetError(f"{path} has sha256 {digest}, expected {deep_compression.RELEASE_SHA256}; "
+  if digest != net_format.RELEASE_SHA256:
+    raise SqznetError(f"{path} has sha256 {digest}, expected {net_format.RELEASE_SHA256}; "
                       "the file is corrupted or not the release: delete it to download it again")
   return path
+
+
+def release_info(path: str, net: net_format.CompressedNet) -> WeightsInfo:
+  """The metadata of a `.net` file: the release's, with this file's name and checksum."""
+  info = dataclasses.replace(IMAGENET_INFO, name=os.path.basename(str(path)), source=os.path.basename(str(path)),
+                             sha256=net.sha256)
+  if net.sha256 != net_format.RELEASE_SHA256:
+    info.licence = "unknown (not the Deep Compression release file)"
+  return info
+
+
+def read_release(weights) -> "tuple[net_format.CompressedNet, WeightsInfo]":
+  """(decoded net, metadata) of "imagenet" or a `.net` file."""
+  if str(weights) == "imagenet":
+    return net_format.read(fetch_imagenet()), IMAGENET_INFO
+  net = net_format.read(weights)
+  return net, release_info(weights, net)
 
 
 def _weighted_layers(model):
   return {l.name: l for l in model.layers if l.weights}
 
 
-def load_compressed(model, net: deep_compression.CompressedNet, info: WeightsInfo,
+def load_compressed(model, net: net_format.CompressedNet, info: WeightsInfo,
                     skip_classifier_mismatch: bool = False) -> None:
   """Loads decoded Deep Compression layers into a SqueezeNet v1.0 model (by layer name).
 
@@ -152,63 +131,85 @@ def load_compressed(model, net: deep_compression.CompressedNet, info: WeightsInf
     layers[name].set_weights([file_layers[name].keras_kernel, file_layers[name].bias])
 
 
+def load_container(model, container: sqz.Container, source: str = "container") -> None:
+  """Sets every weight of `model` from a decoded `.sqz` container, after checking that all fit.
+
+  Raises:
+    SqznetError: naming the architecture in the file and the first layer that does not fit; the
+      model is left untouched.
+  """
+  arch = container.config.get("architecture", "?")
+  expected = {}
+  for layer in model.layers:
+    for i, w in enumerate(layer.weights):
+      expected[(layer.name, i)] = tuple(int(d) for d in w.shape)
+  problems = []
+  for key, shape in expected.items():
+    if key not in container.tensors:
+      problems.append(f"layer {key[0]} weight {key[1]} {shape} is not in the file")
+    elif container.tensors[key].shape != shape:
+      problems.append(f"layer {key[0]} is {shape} in the model, {container.tensors[key].shape} in the file")
+  extra = [k for k in container.tensors if k not in expected]
+  if extra:
+    problems.append(f"the file has weights for {', '.join(sorted({k[0] for k in extra})[:3])}, not in the model")
+  if problems:
+    raise SqznetError(f"{source} holds {arch} and does not fit model {model.name!r}: {problems[0]}"
+                      + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+  for layer in model.layers:
+    if layer.weights:
+      layer.set_weights([container.tensors[(layer.name, i)] for i in range(len(layer.weights))])
+
+
+def container_info(container: sqz.Container) -> Optional[WeightsInfo]:
+  """The weights metadata a container carries, or None."""
+  d = container.config.get("info")
+  return WeightsInfo.from_dict(d) if d else None
+
+
 def save_weights(model, path: str, info: Optional[WeightsInfo] = None) -> None:
   """Saves Keras weights (HDF5) and their metadata (`path` + .sqznet.json), each atomically."""
-  from sqznet_tf.cli import write_atomic  # pylint: disable=g-import-not-at-top
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  tmp = os.path.join(folder, ".tmp-" + os.path.basename(path))
-  if not tmp.endswith(".h5"):
-    tmp += ".weights.h5"
-  model.save_weights(tmp)
-  os.replace(tmp, path)
+  with atomic_file(path, "" if str(path).endswith(".h5") else ".weights.h5") as tmp:
+    model.save_weights(tmp)
   if info is not None:
-    write_atomic(path + INFO_SUFFIX, json.dumps(info.to_dict(), indent=2) + "\n")
+    write_info(path, info)
 
 
-def _is_container(weights) -> bool:
-  from sqznet_tf.compression import container  # pylint: disable=g-import-not-at-top
-  return str(weights).endswith(container.SUFFIX) or container.is_container(weights)
+def save_model(model, path: str, info: Optional[WeightsInfo] = None) -> None:
+  """Saves a whole Keras model (`.keras`) and its metadata (`path` + .sqznet.json), each atomically."""
+  with atomic_file(path, "" if str(path).endswith(".keras") else ".keras") as tmp:
+    model.save(tmp)
+  if info is not None:
+    write_info(path, info)
+
+
+def is_container(weights) -> bool:
+  """Whether `weights` names a `.sqz` container (by suffix or by its magic bytes)."""
+  return str(weights).endswith(sqz.SUFFIX) or (os.path.isfile(str(weights)) and sqz.is_container(weights))
 
 
 def load_weights(model, weights) -> Optional[WeightsInfo]:
   """Loads `weights` ("imagenet", a `.net` file, a `.sqz` container, or Keras weights) into `model`.
 
   Returns the weights' metadata (also attached to the model, see `weights_info`), or None.
+  Checkpoints of a pruning or clustering phase (tfmot wrappers) are loaded by
+  `sqznet_tf.loading.load_model`.
   """
   if weights is None:
     return None
-  if str(weights) == "imagenet":
-    info = IMAGENET_INFO
-    net = deep_compression.read(fetch_imagenet())
+  if str(weights) == "imagenet" or str(weights).endswith(".net"):
+    net, info = read_release(weights)
     load_compressed(model, net, info)
-  elif _is_container(weights):
-    from sqznet_tf.compression import container  # pylint: disable=g-import-not-at-top
-    data = container.read(weights)
-    container.load_into(model, data, str(weights))
-    info = WeightsInfo.from_dict(data.config["info"]) if data.config.get("info") else None
-  elif str(weights).endswith(".net"):
-    net = deep_compression.read(weights)
-    info = dataclasses.replace(IMAGENET_INFO, name=os.path.basename(str(weights)),
-                               source=os.path.abspath(str(weights)), sha256=net.sha256)
-    if net.sha256 != deep_compression.RELEASE_SHA256:
-      info.licence = "unknown (not the Deep Compression release file)"
-    load_compressed(model, net, info)
+  elif is_container(weights):
+    data = sqz.read(weights)
+    load_container(model, data, str(weights))
+    info = container_info(data)
   else:
     try:
       model.load_weights(str(weights))
     except (ValueError, OSError) as e:
-      from sqznet_tf.training import wrappers  # pylint: disable=g-import-not-at-top
-      record = wrappers.find_record(str(weights)) if os.path.exists(str(weights)) else None
-      if record is None:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SqznetError(f"weights file {str(weights)!r} does not fit {model.name}: {first}") from e
-      wrappers.load_stripped(model, str(weights), record)  # a checkpoint of a pruning/clustering phase
-    info = None
-    meta = str(weights) + INFO_SUFFIX
-    if os.path.exists(meta):
-      with open(meta, encoding="utf-8") as f:
-        info = WeightsInfo.from_dict(json.load(f))
+      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise SqznetError(f"weights file {str(weights)!r} does not fit {model.name}: {first}") from e
+    info = read_info(weights)
   if info is not None:
     attach_info(model, info)
   return info
@@ -226,5 +227,7 @@ def attach_info(model, info: WeightsInfo) -> None:
   object.__setattr__(model, _ATTR, info)
 
 
-__all__ = ["IMAGENET_INFO", "RELEASE_URL", "WeightsInfo", "attach_info", "cache_dir", "fetch_imagenet",
-           "load_compressed", "load_weights", "save_weights", "weights_info"]
+__all__ = ["IMAGENET_INFO", "INFO_SUFFIX", "RELEASE_URL", "WeightsInfo", "attach_info", "cache_dir",
+           "container_info", "fetch_imagenet", "is_container", "load_compressed", "load_container",
+           "load_weights", "read_info", "read_release", "release_info", "save_model", "save_weights", "weights_info",
+           "write_info"]

@@ -6,7 +6,8 @@ import zlib
 import numpy as np
 import pytest
 
-from sqznet_tf.compression import container, huffman, sharing
+from sqznet_tf.compression import container, sharing
+from sqznet_tf.formats import huffman, sqz
 from sqznet_tf.errors import SqznetError
 
 KIB_660 = 660 * 1024  # the paper's "0.66 MB"
@@ -15,7 +16,7 @@ KIB_470 = 470 * 1024  # the paper's "0.47 MB"
 
 @pytest.fixture(scope="module")
 def release(release_path):
-  from sqznet_tf.weights import deep_compression
+  from sqznet_tf.formats import net as deep_compression
   return deep_compression.read(release_path)
 
 
@@ -23,7 +24,7 @@ def release_tensors(net, bits=8):
   out = []
   for l in net.layers:
     s = sharing.codebook_of(l.keras_kernel, 8) if bits == 8 else sharing.share(l.keras_kernel, bits)
-    out += [(l.name, 0, container.Coded(s.codebook, s.codes, bits)), (l.name, 1, l.bias)]
+    out += [(l.name, 0, sqz.Coded(s.codebook, s.codes, bits)), (l.name, 1, l.bias)]
   return out
 
 
@@ -31,8 +32,8 @@ def release_tensors(net, bits=8):
 def release_files(release):
   conf = {"architecture": "squeezenet_v1_0_caffe", "build": {"classes": 1000, "input_shape": [227, 227, 3]}}
   t8 = release_tensors(release)
-  fixed, _ = container.encode(t8, conf, entropy=False)
-  coded, stats = container.encode(t8, conf, entropy=True)
+  fixed, _ = sqz.encode(t8, conf, entropy=False)
+  coded, stats = sqz.encode(t8, conf, entropy=True)
   return {"fixed": fixed, "huffman": coded, "stats": stats, "conf": conf}
 
 
@@ -74,7 +75,7 @@ def test_optimal_sharing_beats_lloyd_and_keeps_zeros():
 
 def test_release_round_trip_is_bit_identical(release, release_files):
   for key in ("fixed", "huffman"):
-    back = container.decode(release_files[key])
+    back = sqz.decode(release_files[key])
     for l in release.layers:
       np.testing.assert_array_equal(back.tensors[(l.name, 0)], l.keras_kernel)
       np.testing.assert_array_equal(back.tensors[(l.name, 1)], l.bias)
@@ -88,9 +89,9 @@ def test_release_round_trip_is_bit_identical(release, release_files):
 
 
 def test_six_bit_file_is_under_470_kib(release):
-  data, _ = container.encode(release_tensors(release, 6), {"architecture": "squeezenet_v1_0_caffe"})
+  data, _ = sqz.encode(release_tensors(release, 6), {"architecture": "squeezenet_v1_0_caffe"})
   assert len(data) <= KIB_470
-  fixed, _ = container.encode(release_tensors(release, 6), {"architecture": "squeezenet_v1_0_caffe"}, entropy=False)
+  fixed, _ = sqz.encode(release_tensors(release, 6), {"architecture": "squeezenet_v1_0_caffe"}, entropy=False)
   assert len(data) < len(fixed)
 
 
@@ -107,16 +108,16 @@ def _tiny_file(models, bits=4):
 
 def test_container_loads_into_the_builder_and_names_its_model(models, tmp_path):
   import sqznet_tf
-  from sqznet_tf import evaluation
+  from sqznet_tf import loading
   model, shared, tensors, conf = _tiny_file(models)
-  data, _ = container.encode(tensors, conf)
+  data, _ = sqz.encode(tensors, conf)
   path = tmp_path / "tiny.sqz"
   path.write_bytes(data)
   built = sqznet_tf.get_model("squeezenet_v1_1", classes=10, input_shape=(32, 32, 3), weights=str(path))
   for layer in built.layers:
     if layer.name in shared:
       np.testing.assert_array_equal(layer.get_weights()[0], shared[layer.name].kernel)
-  again, _ = evaluation.load_classifier(None, str(path))  # the file names its architecture
+  again, _ = loading.load_model(str(path))  # the file names its architecture
   assert again.count_params() == model.count_params() and again.input_shape == (None, 32, 32, 3)
 
 
@@ -134,7 +135,7 @@ def test_corrupted_containers_fail_with_a_clear_message(models, release_files, t
   }
   # A code past its codebook, with a valid checksum: shrink conv1's codebook size field.
   model, _, tensors, conf = _tiny_file(models)
-  data, _ = container.encode(tensors, conf, entropy=False)
+  data, _ = sqz.encode(tensors, conf, entropy=False)
   body = bytearray(data[:-4])
   name = b"conv1"
   at = body.index(bytes([len(name)]) + name) + 1 + len(name) + 2 + 4 * 4 + 1  # name, index, rank, dims, kind
@@ -144,7 +145,7 @@ def test_corrupted_containers_fail_with_a_clear_message(models, release_files, t
   cases["index"] = (_with_crc(patched), "codebook index .* out of range for its 2-entry codebook")
   for what, (blob, message) in cases.items():
     with pytest.raises(SqznetError, match=message):
-      container.decode(blob, f"{what}.sqz")
+      sqz.decode(blob, f"{what}.sqz")
     path = tmp_path / f"{what}.sqz"
     path.write_bytes(blob)
     with pytest.raises(SqznetError, match=message):

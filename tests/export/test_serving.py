@@ -13,6 +13,7 @@ from PIL import Image
 import sqznet_tf
 from sqznet_tf.data import preprocessing
 from sqznet_tf.errors import SqznetError
+from sqznet_tf.compression import tflite
 from sqznet_tf.export import check, portable, serving
 
 NAMES = ["alpha", "beta, second", "gamma"]
@@ -153,12 +154,12 @@ def test_tflite_and_onnx_match_keras(tiny):
   model = tiny[0]
   x = preprocessing.normalise(np.random.default_rng(6).uniform(0, 255, (8, 32, 32, 3)), PREP).astype(np.float32)
   ref = model.predict(x, verbose=0)
-  f32 = portable.tflite(model, "float32")
-  assert np.abs(portable.tflite_predict(f32, x, batch_size=3) - ref).max() <= 1e-4
-  half = portable.tflite(model, "float16")
-  assert len(half) < 0.6 * len(f32) and np.abs(portable.tflite_predict(half, x) - ref).max() < 1e-2
+  f32 = tflite.convert(model, "float32")
+  assert np.abs(tflite.predict(f32, x, batch_size=3) - ref).max() <= 1e-4
+  half = tflite.convert(model, "float16")
+  assert len(half) < 0.6 * len(f32) and np.abs(tflite.predict(half, x) - ref).max() < 1e-2
   assert np.abs(portable.onnx_predict(portable.onnx(model), x) - ref).max() <= 1e-4
   with pytest.raises(SqznetError, match="needs representative images"):
-    portable.tflite(model, "int8")
+    tflite.convert(model, "int8")
   with pytest.raises(SqznetError, match="TFLite kind 'int4' is not accepted"):
-    portable.tflite(model, "int4")
+    tflite.convert(model, "int4")

@@ -137,14 +137,14 @@ def test_reload_still_wrapped_checkpoint(dsd_run):
   # The phase recorded its wrappers, so the checkpoint also loads straight into the plain network
   # (as sqznet-export and sqznet-evaluate load it): the last epoch's weights are the phase's final ones.
   assert json.load(open(os.path.join(cfg.model_dir, "phase2_sparse", "wrappers.json")))["prune"][0] == "fire2_squeeze1x1"
-  plain = sqznet_tf.get_model("squeezenet_v1_1", batch_norm=True, classes=10, input_shape=(24, 24, 3),
-                              weights=os.path.join(cfg.model_dir, "phase2_sparse", "checkpoints", "epoch-001.weights.h5"))
+  from sqznet_tf import loading  # pylint: disable=g-import-not-at-top
+  plain, _ = loading.load_model(os.path.join(cfg.model_dir, "phase2_sparse", "checkpoints", "epoch-001.weights.h5"),
+                                model="squeezenet_v1_1", overrides={"batch_norm": True}, classes=10, input_size=24)
   final = _load(cfg, os.path.join(cfg.model_dir, "phase2_sparse", "final.weights.h5"))
   for a, b in zip(plain.get_weights(), final.get_weights()):
     np.testing.assert_array_equal(a, b)
-  from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top
-  _, info = evaluation.load_trained("squeezenet_v1_1", os.path.join(cfg.model_dir, "phase2_sparse", "checkpoints",
-                                                                     "epoch-001.weights.h5"), {"batch_norm": True})
+  _, info = loading.load_model(os.path.join(cfg.model_dir, "phase2_sparse", "checkpoints", "epoch-001.weights.h5"),
+                               model="squeezenet_v1_1", overrides={"batch_norm": True})
   assert info.classes == 10 and info.preprocessing.crop_size == 24  # the run's metadata
 
 

@@ -9,7 +9,7 @@ from sqznet_tf.data import preprocessing as P
 from sqznet_tf.data import sources
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.pruning import sensitivity as S
-from sqznet_tf.weights import labels as labels_lib
+from sqznet_tf.formats import labels as labels_lib
 
 
 def kernels(model):

@@ -39,7 +39,7 @@ def test_eight_bit_release_formats(release_path, tmp_path):
   assert last_json(r.stdout)["stages"][-1]["file_bytes"] == os.path.getsize(sqz) <= 660 * 1024
   r = run("compress", f"--weights={release_path}", f"--output={net}", "--format=json")
   assert r.returncode == 0, r.stderr
-  from sqznet_tf.weights import deep_compression
+  from sqznet_tf.formats import net as deep_compression
   a, b = deep_compression.read(release_path), deep_compression.read(net)
   for la, lb in zip(a.layers, b.layers):  # the same weights, in the release's own format
     np.testing.assert_array_equal(la.kernel, lb.kernel)
@@ -82,19 +82,20 @@ def test_fine_tuned_compression_of_a_trained_model(cifar_run, tmp_path):
   assert int8["file_bytes"] < loaded["fp32_bytes"] / 3
   for s in (loaded, shared, int8):
     assert 0.2 < s["top1"] <= s["top5"] <= 1  # chance is 0.1; the trained model scores ~0.4
-  from sqznet_tf.compression import container, tfmot_ops
-  assert tfmot_ops.tflite_float_ops(lite.read_bytes()) == []
-  c = container.read(out)
+  from sqznet_tf.compression import tflite
+  from sqznet_tf.formats import sqz
+  assert tflite.float_ops(lite.read_bytes()) == []
+  c = sqz.read(out)
   for (name, index), value in c.tensors.items():
     if index == 0 and value.ndim == 4:
       assert np.unique(value[value != 0]).size <= 15, name
   # The clustering phase's checkpoint (tfmot wrappers on) loads into the plain network as its
   # final, stripped weights: wrappers.json names the wrapped layers, the zero centroid is restored.
-  from sqznet_tf import evaluation
+  from sqznet_tf import loading
   cluster = tmp_path / "work" / "cluster"
-  a, info = evaluation.load_trained("squeezenet_v1_1", str(cluster / "checkpoints" / "epoch-001.weights.h5"),
-                                    {"batch_norm": True})
-  b, _ = evaluation.load_trained("squeezenet_v1_1", str(cluster / "final.weights.h5"), {"batch_norm": True})
+  a, info = loading.load_model(str(cluster / "checkpoints" / "epoch-001.weights.h5"), model="squeezenet_v1_1",
+                               overrides={"batch_norm": True})
+  b, _ = loading.load_model(str(cluster / "final.weights.h5"), model="squeezenet_v1_1", overrides={"batch_norm": True})
   assert info.preprocessing.crop_size == 32 and len(a.get_weights()) == len(b.get_weights())
   for x, y in zip(a.get_weights(), b.get_weights()):
     np.testing.assert_array_equal(x, y)

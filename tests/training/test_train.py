@@ -164,7 +164,8 @@ def test_bad_flags(tmp_path, args, fragment):
 def test_saved_model_evaluates_with_its_own_metadata(cifar_run):
   from sqznet_tf import evaluation
   from sqznet_tf.data import preprocessing, sources
-  model, info = evaluation.load_classifier(saved_model=os.path.join(cifar_run.model_dir, "saved_model"))
+  from sqznet_tf import loading
+  model, info = loading.load_model(os.path.join(cifar_run.model_dir, "saved_model"))
   assert info is not None and info.preprocessing.crop_size == 32 and info.classes == 10
   test_dir = shared_data_dir("cifar10_subset", "test")
   src = sources.open_source(str(test_dir))

@@ -5,7 +5,7 @@ import pytest
 
 import sqznet_tf
 from sqznet_tf._keras import keras, tf, tfmot
-from sqznet_tf.compression import tfmot_ops
+from sqznet_tf.compression import cluster, quantize, tflite
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.models.layers import LRN, CeilMaxPool2D
 
@@ -44,15 +44,15 @@ def test_cluster_preserves_zeros_and_limits_codebook():
   model = sqznet_tf.get_model("squeezenet_v1_1", input_shape=(SIZE, SIZE, 3), classes=CLASSES)
   magnitude_prune(model, 0.6)
   original = {l.name: l.kernel.numpy().copy() for l in convs(model)}
-  clustered = tfmot_ops.cluster_model(model, bits=3, init="linear", preserve_sparsity=True)
+  clustered = cluster.cluster_model(model, bits=3, init="linear", preserve_sparsity=True)
   assert {l.name for l in clustered.layers if type(l).__name__ == "ClusterWeights"} == {
       "cluster_" + n for n in original}
-  before = tfmot_ops.strip_clusters(clustered)
+  before = cluster.strip_clusters(clustered)
   x, y = data(8)
   clustered.compile(keras.optimizers.SGD(0.1), "categorical_crossentropy")
   history = clustered.fit(x, y, batch_size=4, epochs=1, verbose=0)
   assert np.isfinite(history.history["loss"][0])
-  stripped = tfmot_ops.strip_clusters(clustered)
+  stripped = cluster.strip_clusters(clustered)
   assert [type(l) for l in stripped.layers] == [type(l) for l in model.layers]
   counts = {}
   for layer in convs(stripped):
@@ -76,19 +76,19 @@ def test_cluster_starts_from_the_trained_weights():
   other = sqznet_tf.get_model("squeezenet_v1_1", input_shape=(SIZE, SIZE, 3), classes=CLASSES,
                               classifier_activation=None)
   assert rel_err(other.predict(x, verbose=0), expected) > 0.5  # what lost weights would look like
-  clustered = tfmot_ops.cluster_model(model, bits=8)
+  clustered = cluster.cluster_model(model, bits=8)
   assert rel_err(clustered.predict(x, verbose=0), expected) < 0.02
-  assert rel_err(tfmot_ops.strip_clusters(clustered).predict(x, verbose=0), expected) < 0.02
+  assert rel_err(cluster.strip_clusters(clustered).predict(x, verbose=0), expected) < 0.02
 
 
-@pytest.mark.parametrize("init", sorted(tfmot_ops.CLUSTER_INITS))
+@pytest.mark.parametrize("init", sorted(cluster.CLUSTER_INITS))
 def test_every_init_on_conv_and_dense(init):
   inp = keras.Input((8, 8, 3))
   x = keras.layers.Conv2D(8, 3, name="conv")(inp)
   x = keras.layers.Flatten()(x)
   out = keras.layers.Dense(4, name="fc")(x)
   model = keras.Model(inp, out)
-  stripped = tfmot_ops.strip_clusters(tfmot_ops.cluster_model(model, bits=3, init=init, preserve_sparsity=False))
+  stripped = cluster.strip_clusters(cluster.cluster_model(model, bits=3, init=init, preserve_sparsity=False))
   for name in ("conv", "fc"):
     kernel = stripped.get_layer(name).kernel.numpy()
     assert len(np.unique(kernel)) <= 7, (init, name)  # without preserve_sparsity: 2**3 - 1 values
@@ -100,7 +100,7 @@ def test_cluster_only_named_layers():
   x = keras.layers.Conv2D(8, 3, name="conv")(inp)
   out = keras.layers.Dense(4, name="fc")(keras.layers.Flatten()(x))
   model = keras.Model(inp, out)
-  clustered = tfmot_ops.cluster_model(model, bits=2, layers=["fc"])
+  clustered = cluster.cluster_model(model, bits=2, layers=["fc"])
   assert [l.name for l in clustered.layers if type(l).__name__ == "ClusterWeights"] == ["cluster_fc"]
   np.testing.assert_array_equal(clustered.get_layer("conv").kernel.numpy(), model.get_layer("conv").kernel.numpy())
   assert clustered.get_layer("conv").kernel is not model.get_layer("conv").kernel  # copied, not shared
@@ -110,22 +110,22 @@ def test_cluster_rejects_bad_arguments(models):
   model = models.get("squeezenet_v1_1", SIZE, classes=CLASSES)
   for bits in (0, 1, 9):
     with pytest.raises(SqznetError, match=f"bits={bits} is not accepted; expected an integer in 2..8"):
-      tfmot_ops.cluster_model(model, bits)
+      cluster.cluster_model(model, bits)
   with pytest.raises(SqznetError, match="cluster init 'kmeans' is not accepted; expected one of .*kmeans_plus_plus"):
-    tfmot_ops.cluster_model(model, 4, init="kmeans")
+    cluster.cluster_model(model, 4, init="kmeans")
   with pytest.raises(SqznetError, match="layers 'pool1' are not accepted for clustering"):
-    tfmot_ops.cluster_model(model, 4, layers=["pool1", "conv1"])
+    cluster.cluster_model(model, 4, layers=["pool1", "conv1"])
 
 
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_quantize_aware_trains_and_predicts(batch_norm):
   model = sqznet_tf.get_model("squeezenet_v1_1", input_shape=(SIZE, SIZE, 3), classes=CLASSES, batch_norm=batch_norm)
   conv1 = model.get_layer("conv1").kernel.numpy().copy()
-  qat = tfmot_ops.quantize_aware(model)
+  qat = quantize.quantize_aware(model)
   wrapper_class = tfmot().quantization.keras.QuantizeWrapperV2
   wrappers = {l.layer.name: l for l in qat.layers if isinstance(l, wrapper_class)}
   assert set(wrappers) == {l.name for l in model.layers if not isinstance(l, keras.layers.InputLayer)}
-  assert isinstance(wrappers["pool1"].quantize_config, tfmot_ops.NoOpQuantizeConfig)
+  assert isinstance(wrappers["pool1"].quantize_config, quantize.NoOpQuantizeConfig)
   for layer in convs(model):  # every kernel is fake-quantized (plain tfmot drops it for conv -> ReLU)
     names = {w.name.split("/")[-1].split(":")[0] for w in wrappers[layer.name].weights}
     assert {"kernel_min", "kernel_max"} <= names, layer.name
@@ -155,10 +155,10 @@ def test_quantize_aware_keeps_lrn_and_ceil_pool_in_float(tmp_path):
   x = CeilMaxPool2D(3, 2, name="pool1")(x)
   x = keras.layers.Flatten(name="flatten")(x)
   out = keras.layers.Dense(CLASSES, activation="softmax", name="fc")(x)
-  qat = tfmot_ops.quantize_aware(keras.Model(inp, out))
+  qat = quantize.quantize_aware(keras.Model(inp, out))
   configs = {l.layer.name: l.quantize_config for l in qat.layers if hasattr(l, "quantize_config")}
-  assert isinstance(configs["norm1"], tfmot_ops.NoOpQuantizeConfig)
-  assert isinstance(configs["pool1"], tfmot_ops.NoOpQuantizeConfig)
+  assert isinstance(configs["norm1"], quantize.NoOpQuantizeConfig)
+  assert isinstance(configs["pool1"], quantize.NoOpQuantizeConfig)
   assert configs["conv1"].get_config()["weight_attrs"] == ["kernel"]  # conv -> ReLU keeps its kernel quantized
   x, y = data(4, size=16)
   qat.compile("sgd", "categorical_crossentropy")
@@ -166,9 +166,9 @@ def test_quantize_aware_keeps_lrn_and_ceil_pool_in_float(tmp_path):
   probs = qat.predict(x, verbose=0)
   assert probs.shape == (4, CLASSES)
   qat.save(str(tmp_path / "qat.h5"))
-  with tfmot_ops.quantize_scope():
+  with quantize.quantize_scope():
     loaded = keras.models.load_model(str(tmp_path / "qat.h5"))
-  assert isinstance(loaded.get_layer("quant_norm1").quantize_config, tfmot_ops.NoOpQuantizeConfig)
+  assert isinstance(loaded.get_layer("quant_norm1").quantize_config, quantize.NoOpQuantizeConfig)
   np.testing.assert_allclose(loaded.predict(x, verbose=0), probs, rtol=1e-5, atol=1e-6)
 
 
@@ -177,7 +177,7 @@ def test_edge_padded_pool_equals_ceil_pool():
   for pool, strides, h, w in [(3, 2, 8, 7), (3, 2, 16, 16), (2, 2, 5, 6), (3, 3, 10, 13)]:
     x = rng.normal(-1, 1, size=(2, h, w, 3)).astype("float32")  # negative: zero padding would differ
     expected = CeilMaxPool2D(pool, strides)(x).numpy()
-    got = tfmot_ops._EdgeCeilMaxPool2D(pool, strides)(x).numpy()  # pylint: disable=protected-access
+    got = tflite._EdgeCeilMaxPool2D(pool, strides)(x).numpy()  # pylint: disable=protected-access
     np.testing.assert_array_equal(got, expected)
 
 
@@ -190,16 +190,16 @@ def test_int8_tflite_matches_keras():
   conv10 = model.get_layer("conv10")
   conv10.set_weights([conv10.kernel.numpy() * 30, conv10.bias.numpy()])  # spread the class scores
   images, _ = data(24, size=size, seed=3)
-  flatbuffer = tfmot_ops.int8_tflite(model, images)
+  flatbuffer = tflite.int8_tflite(model, images)
   assert isinstance(flatbuffer, bytes)
   assert len(flatbuffer) < model.count_params() * 4 / 3  # int8 weights: about a quarter of float32
-  assert tfmot_ops.tflite_float_ops(flatbuffer) == []  # every op between input and output is int8
+  assert tflite.float_ops(flatbuffer) == []  # every op between input and output is int8
   expected = model.predict(images, verbose=0)
-  got = tfmot_ops.tflite_predict(flatbuffer, images)
+  got = tflite.predict(flatbuffer, images)
   assert got.shape == (24, CLASSES) and got.dtype == np.float32
   assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.99
   assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.75
-  assert tfmot_ops.tflite_predict(flatbuffer, images[:3]).shape == (3, CLASSES)
+  assert tflite.predict(flatbuffer, images[:3]).shape == (3, CLASSES)
 
 
 def test_int8_tflite_errors():
@@ -209,6 +209,6 @@ def test_int8_tflite_errors():
   model = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x), name="tiny")
   images, _ = data(2, size=8)
   with pytest.raises(SqznetError, match="int8 TFLite conversion of tiny failed: .*Igamma"):
-    tfmot_ops.int8_tflite(model, images)
+    tflite.int8_tflite(model, images)
   with pytest.raises(SqznetError, match=r"representative_images of shape \(8, 8, 3\) are not accepted"):
-    tfmot_ops.int8_tflite(model, images[0])
+    tflite.int8_tflite(model, images[0])

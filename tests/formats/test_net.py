@@ -10,7 +10,7 @@ import sqznet_tf
 from sqznet_tf import weights as weights_lib
 from sqznet_tf.data.preprocessing import PRESETS
 from sqznet_tf.errors import SqznetError
-from sqznet_tf.weights import deep_compression as dc
+from sqznet_tf.formats import net as dc
 
 
 @pytest.fixture(scope="module")

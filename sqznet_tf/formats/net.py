@@ -21,24 +21,30 @@ from typing import List, Sequence, Tuple, Union
 import numpy as np
 
 from sqznet_tf.errors import SqznetError
+from sqznet_tf.io import read_bytes
 
 CODEBOOK_SIZE = 256
 RELEASE_SHA256 = "e4ab6960ae8cd81505e1c2136921201507e930966c53deaf15862a395b3a3261"
 RELEASE_SIZE = 675_763
 
 
+# (squeeze, expand 1x1, expand 3x3) of fire2..fire9 in SqueezeNet v1.0: the file's layer table.
+# A fact of the format, written out so that this module needs no model code
+# (tests/formats checks it against sqznet_tf.models.configs).
+_V1_0_FIRES = ((16, 64, 64), (16, 64, 64), (32, 128, 128), (32, 128, 128), (48, 192, 192), (48, 192, 192),
+               (64, 256, 256), (64, 256, 256))
+
+
 def _v1_0_layers() -> List[Tuple[str, str, Tuple[int, int, int, int]]]:
   """(Keras name, Caffe name, Caffe shape) of the 26 layers in file order."""
-  from sqznet_tf.models import configs  # pylint: disable=g-import-not-at-top
-  cfg = configs.get_config("squeezenet_v1_0")
   layers = [("conv1", "conv1", (96, 3, 7, 7))]
-  in_ch = cfg.conv1_filters
-  for ch in configs.fire_channels(cfg):
-    n = ch.name
-    layers += [(f"{n}_squeeze1x1", f"{n}/conv1x1_1", (ch.squeeze, in_ch, 1, 1)),
-               (f"{n}_expand1x1", f"{n}/conv1x1_2", (ch.expand1x1, ch.squeeze, 1, 1)),
-               (f"{n}_expand3x3", f"{n}/conv3x3_2", (ch.expand3x3, ch.squeeze, 3, 3))]
-    in_ch = ch.out_channels
+  in_ch = 96
+  for i, (squeeze, e1, e3) in enumerate(_V1_0_FIRES, start=2):
+    n = f"fire{i}"
+    layers += [(f"{n}_squeeze1x1", f"{n}/conv1x1_1", (squeeze, in_ch, 1, 1)),
+               (f"{n}_expand1x1", f"{n}/conv1x1_2", (e1, squeeze, 1, 1)),
+               (f"{n}_expand3x3", f"{n}/conv3x3_2", (e3, squeeze, 3, 3))]
+    in_ch = e1 + e3
   layers.append(("conv10", "conv_final", (1000, in_ch, 1, 1)))
   return layers
 
@@ -163,7 +169,6 @@ def decode(data: Union[bytes, bytearray, memoryview], layers: Sequence = LAYERS)
 
 def read(path: Union[str, os.PathLike]) -> CompressedNet:
   """Reads and decodes a `.net` file (see `decode`)."""
-  from sqznet_tf.cli import read_bytes  # pylint: disable=g-import-not-at-top
   data = read_bytes(path, "compressed weights")
   try:
     return decode(data)

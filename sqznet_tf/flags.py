@@ -1,0 +1,322 @@
+"""Every absl flag of the binaries, defined once per concept, and the binaries' error boundary.
+
+The only library module that imports absl (besides tools/). A binary calls the `define_*`
+functions it needs at import time, then `run_main(main)`; inside `main` the `*_from_flags`
+functions turn the parsed flags into library objects.
+
+Concepts:
+  model        --weights (any model form), --model, --saved_model, metaparameter overrides,
+               --classes, --input_size                       -> `load_model_from_flags`
+  labelled     --data_dir, --data_format, --labels, --label_offset   -> `source_from_flags`
+  preprocess   --preprocessing, --crop_size, --crop_fraction, --resize_method, --antialias,
+               --resize_backend                               -> `preprocessing_from_flags`
+  training     data, optimisation, distribution and output     -> `train_config_from_flags`
+  output       --format, --output
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from sqznet_tf.data import preprocessing
+from sqznet_tf.data import sources
+from sqznet_tf.data.sources import FORMATS as DATA_FORMATS
+from sqznet_tf.formats.labels import read_labels
+from sqznet_tf.errors import SqznetError
+from sqznet_tf.models.configs import BYPASS_CHOICES, list_models
+
+FLAGS = flags.FLAGS
+HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "--helpfull", "--helpxml", "-?")
+OUTPUT_FORMATS = ("table", "json")
+
+
+# ---------------------------------------------------------------------------------------------
+# The error boundary
+
+
+def usage_error(message: str, exitcode: int = 1):
+  """Prints `prog: error: message` and a pointer to the help on stderr, then exits."""
+  prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "sqznet"
+  sys.stderr.write(f"{prog}: error: {message}\nPass --helpshort or --helpfull to see help on flags.\n")
+  sys.exit(exitcode)
+
+
+def run_main(main, allow_args: bool = False):
+  """Runs `main` under absl; bad input (SqznetError) is one line on stderr and exit 1, no traceback.
+
+  Bad flag values are caught by absl itself, which also prints one line and exits 1.
+  Positional arguments are refused unless `allow_args`.
+  """
+  def wrapped(argv):
+    if not FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines (saving, sharding) stay quiet
+    if len(argv) > 1 and not allow_args:
+      usage_error(f"unexpected arguments {' '.join(argv[1:])!r}; this binary takes flags only")
+    try:
+      return main(argv)
+    except SqznetError as e:
+      usage_error(str(e))
+  _key_flags_for_main(main)
+  try:
+    app.run(wrapped)
+  except SystemExit as e:
+    # absl exits with status 1 after printing --help/--helpshort/--helpfull; asking for help succeeds.
+    if e.code == 1 and any(a.split("=")[0] in HELP_FLAGS for a in sys.argv[1:]):
+      sys.exit(0)
+    raise
+
+
+def _key_flags_for_main(main) -> None:
+  """Makes --helpshort list the binary's flags when it runs as a console script.
+
+  absl shows the flags of the module named by sys.argv[0]; a console script's argv[0] is the
+  wrapper, not the module that defined the flags (the binary, or this module).
+  """
+  target = sys.argv[0] if sys.argv else None
+  if not target:
+    return
+  for module in (main.__module__, __name__):
+    for flag in FLAGS.get_key_flags_for_module(module):
+      FLAGS.register_key_flag_for_module(target, flag)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def define_output_flags(output: bool = True) -> None:
+  """--format (table|json) and, with `output`, --output (the JSON result written to a file)."""
+  flags.DEFINE_enum("format", "table", OUTPUT_FORMATS, "Output format; json prints one JSON object as the last "
+                    "line of stdout.")
+  if output:
+    flags.DEFINE_string("output", None, "Also write the JSON result to this file (atomically).")
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+OVERRIDE_FLAGS = ("squeeze_ratio", "pct3x3", "base_e", "incr_e", "freq", "bypass", "conv1_filters",
+                  "conv1_kernel", "conv1_stride", "conv10_padding", "batch_norm")
+MODEL_FORMS = ("'imagenet' (the Deep Compression release, via the Keras cache), a .net file, a .sqz container, "
+               "Keras weights (.h5) saved by this package (a pruning/clustering checkpoint included), a .keras "
+               "model, a sqznet-train/-dsd/-compress run folder, or a SavedModel folder (sqznet-train's "
+               "saved_model/, a sqznet-export version)")
+
+
+def define_override_flags() -> None:
+  """Metaparameter overrides (paper section 5): --squeeze_ratio ... --batch_norm, unset by default."""
+  flags.DEFINE_float("squeeze_ratio", None, "SR: squeeze filters / expand filters (v1.0: 0.125).")
+  flags.DEFINE_float("pct3x3", None, "Share of 3x3 filters among expand filters, in (0, 1) (v1.0: 0.5).")
+  flags.DEFINE_integer("base_e", None, "Expand filters of the first Fire module (128).")
+  flags.DEFINE_integer("incr_e", None, "Expand filters added every `freq` Fire modules (128).")
+  flags.DEFINE_integer("freq", None, "Fire modules between increments of expand filters (2).")
+  flags.DEFINE_enum("bypass", None, BYPASS_CHOICES, "Bypass connections (paper section 6).")
+  flags.DEFINE_integer("conv1_filters", None, "Filters of conv1.")
+  flags.DEFINE_integer("conv1_kernel", None, "Kernel side of conv1.")
+  flags.DEFINE_integer("conv1_stride", None, "Stride of conv1.")
+  flags.DEFINE_integer("conv10_padding", None, "Zero padding of conv10: 0 or 1 (Caffe v1.0 deploy file).")
+  flags.DEFINE_bool("batch_norm", None, "BatchNormalization after every conv.")
+
+
+def overrides_from_flags() -> dict:
+  """The metaparameter override flags that were set, as a dict."""
+  return {k: getattr(FLAGS, k) for k in OVERRIDE_FLAGS if getattr(FLAGS, k) is not None}
+
+
+def define_model_flags(weights: str = "imagenet", model: str = None, classes: int = None) -> None:
+  """The flags of every binary that reads a model: what to load and how to build it.
+
+  Args:
+    weights, model, classes: the binary's defaults for --weights, --model and --classes.
+  """
+  flags.DEFINE_string("weights", weights, f"The model to load: {MODEL_FORMS}, or a registry name "
+                      "(fresh weights).")
+  flags.DEFINE_string("model", model, f"Architecture (registry name): {', '.join(list_models())}. Needed only "
+                      "for weights that do not name theirs; default: the weights' own (squeezenet_v1_0_caffe "
+                      "for the release).")
+  flags.DEFINE_string("saved_model", None, "A saved Keras model (.keras, .h5 model or SavedModel folder): the "
+                      "same as --weights=PATH.")
+  flags.DEFINE_integer("classes", classes, "Classes of the model (default: the weights' metadata; 1000 for the "
+                       "release).", lower_bound=1)
+  flags.DEFINE_integer("input_size", None, "Square input side in pixels (default: the weights' crop size, else "
+                       "the variant's own).", lower_bound=8)
+  define_override_flags()
+
+
+def model_ref_from_flags():
+  """What --weights / --saved_model name (the reference `sqznet_tf.loading.load_model` takes)."""
+  return FLAGS.saved_model or FLAGS.weights
+
+
+def load_model_from_flags(input_size=None):
+  """(model, WeightsInfo or None) for the model flags; `input_size` replaces --input_size when given."""
+  from sqznet_tf import loading  # pylint: disable=g-import-not-at-top  (TensorFlow: after flag parsing)
+  return loading.load_model(model_ref_from_flags(), model=FLAGS.model, overrides=overrides_from_flags(),
+                            classes=FLAGS.classes, input_size=input_size or FLAGS.input_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Labelled images (evaluation)
+
+
+def define_labelled_data_flags(required: bool = True, what: str = "Labelled images") -> None:
+  """--data_dir, --data_format, --labels, --label_offset."""
+  flags.DEFINE_string("data_dir", None, f"{what}: a folder of class folders, a flat folder of WordNet-id files "
+                      "(with --labels), or TFRecords (file, folder or glob).", required=required)
+  flags.DEFINE_enum("data_format", "auto", DATA_FORMATS, "Layout of the data: auto detects it.")
+  flags.DEFINE_string("labels", None, "Synset or class-name file ('nXXXXXXXX name' or a name per line, line i = "
+                      "class i); needed for flat folders, used for folder names that are WordNet ids.")
+  flags.DEFINE_integer("label_offset", 0, "Subtracted from TFRecord labels (1 for 1-based ImageNet records).")
+
+
+def source_from_flags(data_dir=None):
+  """The labelled image source that --data_dir (or `data_dir`), --data_format, --labels, --label_offset describe."""
+  labels = read_labels(FLAGS.labels) if FLAGS.labels else None
+  return sources.open_source(data_dir or FLAGS.data_dir, FLAGS.data_format, labels, FLAGS.label_offset)
+
+
+def define_preprocessing_flags(full: bool = True) -> None:
+  """--resize_backend and, with `full`, the preset and its overrides."""
+  if full:
+    flags.DEFINE_enum("preprocessing", None, list(preprocessing.PRESETS),
+                      "Preset; default: the one stored with the weights (caffe for the release).")
+    flags.DEFINE_integer("crop_size", None, "Centre-crop side; default: the model's input.", lower_bound=1)
+    flags.DEFINE_float("crop_fraction", None, "crop_size / resize side; default: the preset's (caffe 227/256).")
+    flags.DEFINE_enum("resize_method", None, preprocessing.METHODS, "Resize interpolation; default: the preset's.")
+    flags.DEFINE_bool("antialias", None, "Antialias when downscaling (tf back-end); default: the preset's.")
+  flags.DEFINE_enum("resize_backend", "tf", preprocessing.BACKENDS, "tf: tf.image (as in exported graphs); "
+                    "pil: Pillow's antialiased resize (as the Caffe reference figures were measured).")
+
+
+def preprocessing_from_flags(info, model):
+  """The preset asked for, else the weights' own, with the flags' overrides, cropped to the model's input."""
+  p = info.preprocessing if info else preprocessing.PRESETS["caffe"]
+  crop, fraction = None, None
+  if "preprocessing" in FLAGS:
+    if FLAGS.preprocessing:
+      p = preprocessing.PRESETS[FLAGS.preprocessing]
+    crop, fraction = FLAGS.crop_size, FLAGS.crop_fraction
+    if FLAGS.resize_method:
+      p = p.replace(method=FLAGS.resize_method)
+    if FLAGS.antialias is not None:
+      p = p.replace(antialias=FLAGS.antialias)
+  size = model.input_shape[1]
+  if crop is not None and size is not None and crop != size:
+    raise SqznetError(f"--crop_size={crop} does not match the model's input {size}; pass --input_size={crop} "
+                      "to build the model for it")
+  return preprocessing.with_crop(p, crop or (size if size != p.crop_size else None), fraction)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def define_train_flags(model: str = "squeezenet_v1_1") -> None:
+  """The model, data, optimisation, distribution and output flags of sqznet-train and sqznet-dsd."""
+  define_architecture_flag(model)
+  define_training_data_flags()
+  flags.DEFINE_integer("batch_size", 64, "Global batch size (divided among the replicas).", lower_bound=1)
+  flags.DEFINE_integer("epochs", 10, "Epochs.", lower_bound=1)
+  flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch; default: one pass over the data.", lower_bound=1)
+  flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam", "adamw"], "sgd: momentum SGD as the Caffe solver.")
+  flags.DEFINE_float("learning_rate", 0.04, "Base learning rate (Caffe solver: 0.04 at batch 512).")
+  flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+  flags.DEFINE_enum("lr_schedule", "poly", ["poly", "cosine", "constant"], "poly: Caffe's linear decay to 0.")
+  flags.DEFINE_float("warmup_epochs", 0.0, "Linear learning-rate warm-up, in epochs.")
+  flags.DEFINE_float("weight_decay", 2e-4, "L2 weight decay on kernels (Caffe solver: 0.0002).")
+  flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
+  flags.DEFINE_float("dropout", None, "Dropout rate before conv10 (default: the model's, 0.5).")
+  flags.DEFINE_integer("seed", 0, "Random seed (data order, augmentation, initialisation).")
+  flags.DEFINE_string("init_weights", None, "Start from 'imagenet', a .net file or .h5 Keras weights; layers "
+                      "that do not fit (a classifier with another class count) start fresh.")
+  flags.DEFINE_enum("mixed_precision", None, ["mixed_float16", "mixed_bfloat16"], "Mixed-precision policy.")
+  flags.DEFINE_bool("jit_compile", False, "Compile with XLA (slower than plain TF on CPUs).")
+  flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker_mirrored", "tpu"],
+                    "Distribution strategy; multi_worker_mirrored reads TF_CONFIG.")
+  flags.DEFINE_string("tpu", None, "TPU address or name for --strategy=tpu ('local' on a TPU VM).")
+  flags.DEFINE_integer("cpu_devices", None, "Split the CPU into this many logical devices (mirrored "
+                       "training without GPUs).", lower_bound=1)
+  flags.DEFINE_string("model_dir", "runs/default", "Output folder; rerun with the same folder to resume.")
+  flags.DEFINE_integer("histogram_freq", 1, "Epochs between weight histograms in TensorBoard (0: none).",
+                       lower_bound=0)
+  flags.DEFINE_integer("verbose", 1, "Keras output: 1 progress bar, 2 one line per epoch, 0 silent.")
+  define_output_flags(output=False)
+  define_override_flags()
+
+
+def define_architecture_flag(default: str) -> None:
+  """--model: the registered network to build and train."""
+  flags.DEFINE_string("model", default, f"Registered model: {', '.join(list_models())}.")
+
+
+def define_training_data_flags(data: str = "embedded") -> None:
+  """--data, --data_format, --val_data, --val_split, --classes, --label_offset, --image_size, ..."""
+  flags.DEFINE_string("data", data, "embedded, synthetic, an image folder (one sub-folder per class), "
+                      "TFRecords (folder, file or glob), or tfds:NAME.")
+  flags.DEFINE_enum("data_format", "auto", DATA_FORMATS, "Layout of a --data path (folders or tfrecord).")
+  flags.DEFINE_string("val_data", None, "Validation data of the same kind; default: --val_split of --data.")
+  flags.DEFINE_float("val_split", 0.1, "Share of --data held out for validation when --val_data is not given.")
+  flags.DEFINE_integer("classes", None, "Number of classes (TFRecords and synthetic data; others know it).")
+  flags.DEFINE_integer("label_offset", 0, "Subtracted from TFRecord labels (1 for 1-based ImageNet records).")
+  flags.DEFINE_integer("image_size", 32, "Network input side in pixels (crop size).", lower_bound=8)
+  flags.DEFINE_enum("preprocessing", "caffe", list(preprocessing.PRESETS), "Normalisation preset.")
+  flags.DEFINE_enum("augmentation", "crop_flip", ["crop_flip", "random_resized_crop", "none"],
+                    "crop_flip: random crop + horizontal flip (the paper's).")
+  flags.DEFINE_bool("deterministic", False, "Fixed element order in the input pipeline (slower).")
+  flags.DEFINE_bool("strict_data", False, "Stop at the first unreadable image instead of skipping it.")
+
+
+def data_spec_from_flags(**changes):
+  """The DataSpec that the training data flags describe."""
+  from sqznet_tf.data import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
+  source, path = pipeline.resolve_source(FLAGS.data, FLAGS.data_format)
+  values = dict(source=source, path=path, val_path=FLAGS.val_data, val_split=FLAGS.val_split,
+                image_size=FLAGS.image_size, preprocessing=FLAGS.preprocessing, augmentation=FLAGS.augmentation,
+                seed=FLAGS.seed if "seed" in FLAGS else 0, deterministic=FLAGS.deterministic,
+                strict=FLAGS.strict_data, label_offset=FLAGS.label_offset)
+  values.update(changes)
+  return pipeline.DataSpec(**values)
+
+
+def train_config_from_flags(**changes):
+  """The TrainConfig the training flags describe (with `changes` applied to it)."""
+  from sqznet_tf.training.config import TrainConfig  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  f = FLAGS
+  if f.learning_rate <= 0:
+    raise SqznetError(f"--learning_rate={f.learning_rate} is not accepted; expected a number > 0")
+  values = dict(
+      model=f.model, overrides=overrides_from_flags(), data=data_spec_from_flags(), classes=f.classes,
+      batch_size=f.batch_size, epochs=f.epochs, steps_per_epoch=f.steps_per_epoch, optimizer=f.optimizer,
+      learning_rate=f.learning_rate, momentum=f.momentum, lr_schedule=f.lr_schedule,
+      warmup_epochs=f.warmup_epochs, weight_decay=f.weight_decay, label_smoothing=f.label_smoothing,
+      dropout=f.dropout, seed=f.seed, init_weights=f.init_weights, mixed_precision=f.mixed_precision,
+      jit_compile=f.jit_compile, strategy=f.strategy, tpu=f.tpu, cpu_devices=f.cpu_devices,
+      model_dir=f.model_dir, histogram_freq=f.histogram_freq, verbose=f.verbose)
+  values.update(changes)
+  return TrainConfig(**values)
+
+
+def define_sparsity_flags() -> None:
+  """--sparsity (a number or a per-layer map) and --keep_dense, as sqznet-dsd and sqznet-compress read them."""
+  flags.DEFINE_string("sparsity", "0.67", "Target sparsity: one number for every prunable layer, a JSON map "
+                      "of layer names or globs to sparsities ('{\"fire*_expand3x3\": 0.67}'), or a .json/.yaml "
+                      "file (e.g. the map sqznet-sensitivity proposes).")
+  flags.DEFINE_list("keep_dense", ["conv1"], "Layers (names or globs) never pruned.")
+
+
+def sparsity_from_flags():
+  """--sparsity parsed (a float or a layer -> sparsity map)."""
+  from sqznet_tf.pruning import prune  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
+  return prune.load_spec(FLAGS.sparsity)
+
+
+def float_list(name: str, values, lo: float = 0.0, hi: float = 1.0):
+  """A comma-separated flag as floats; SqznetError naming the flag and the first bad value."""
+  out = []
+  for v in values:
+    try:
+      out.append(float(v))
+    except ValueError:
+      raise SqznetError(f"--{name}: {v!r} is not accepted; expected numbers in [{lo:g}, {hi:g})") from None
+  return out

@@ -1,0 +1,117 @@
+"""Every binary that reads a model loads every form through the one loader (README "Model forms").
+
+One trained model (the shared CIFAR-10 run: SqueezeNet v1.1 with batch norm, 32 px) in four
+forms: its sqznet-train run folder, its SavedModel folder, a `.keras` model and a `.sqz` container
+written by sqznet-compress from the run folder. None of them is given --model or --batch_norm:
+each form names its own network. The release `.net` is covered by the other tool tests
+(evaluate, predict, compress, export, sensitivity).
+"""
+
+import json
+import os
+
+import pytest
+
+from tests.conftest import shared_data_dir
+from tests.tools import last_json, run_tool
+
+LIMIT = 100  # test photos per evaluation, round-robin over the 10 classes
+
+
+@pytest.fixture(scope="module")
+def forms(cifar_run, tmp_path_factory):
+  """{form: path} of the same trained network, and the 8-bit .sqz written by sqznet-compress."""
+  from sqznet_tf import loading, weights  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("forms")
+  model, info = loading.load_model(cifar_run.model_dir)
+  keras_path = root / "cifar.keras"
+  weights.save_model(model, str(keras_path), info)
+  test_dir = shared_data_dir("cifar10_subset", "test")
+  sqz = root / "cifar8.sqz"
+  r = run_tool("compress", f"--weights={cifar_run.model_dir}", "--bits=8", f"--output={sqz}",
+               f"--data_dir={test_dir}", f"--limit={LIMIT}", f"--work_dir={root / 'compress'}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  d = last_json(r.stdout)
+  assert d["model"] == "squeezenet_v1_1" and d["output"] == str(sqz)
+  return {"run": cifar_run.model_dir, "saved_model": os.path.join(cifar_run.model_dir, "saved_model"),
+          "keras": str(keras_path), "sqz": str(sqz), "compress_run": str(root / "compress"),
+          "compress_rows": d["stages"], "test_dir": str(test_dir), "root": root}
+
+
+def test_evaluate_gives_the_same_accuracy_for_every_dense_form(forms):
+  """Run folder, SavedModel and .keras hold the same weights: the same top-1 on the same photos,
+  and well above chance (the run scores about 40% on the test photos; chance is 10%)."""
+  results = {}
+  for form in ("run", "saved_model", "keras"):
+    r = run_tool("evaluate", f"--weights={forms[form]}", f"--data_dir={forms['test_dir']}", f"--limit={LIMIT}",
+                 "--format=json")
+    assert r.returncode == 0, (form, r.stderr)
+    d = last_json(r.stdout)
+    assert d["n"] == LIMIT and d["preprocessing"]["crop_size"] == 32, form
+    results[form] = d["top1"]
+  assert len(set(results.values())) == 1, results
+  assert results["run"] > 0.25
+  # sqznet-compress measured the loaded run folder on the same photos with the same preprocessing.
+  assert forms["compress_rows"][0]["top1"] == results["run"]
+
+
+def test_the_compress_run_folder_loads_as_its_sqz(forms):
+  """A sqznet-compress work folder (compress.json) loads as the file it wrote: 8-bit sharing stays
+  within 2 points of the dense model (measured by compress itself: the loaded and encoded rows)."""
+  r = run_tool("evaluate", f"--weights={forms['compress_run']}", f"--data_dir={forms['test_dir']}",
+               f"--limit={LIMIT}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  encoded = forms["compress_rows"][-1]
+  assert last_json(r.stdout)["top1"] == encoded["top1"]
+  assert abs(encoded["top1"] - forms["compress_rows"][0]["top1"]) <= 0.02
+
+
+def test_predict_names_cifar_classes_from_a_sqz(forms):
+  photo = os.path.join(forms["test_dir"], "ship", sorted(os.listdir(os.path.join(forms["test_dir"], "ship")))[0])
+  r = run_tool("predict", f"--weights={forms['sqz']}", "--top_k=3", "--format=json", photo)
+  assert r.returncode == 0, r.stderr
+  top = last_json(r.stdout)["predictions"][0]["top"]
+  assert len(top) == 3 and all(t["class"] in range(10) for t in top)
+  assert sum(t["probability"] for t in top) <= 1.0 + 1e-5
+
+
+def test_sensitivity_reads_a_keras_model(forms):
+  r = run_tool("sensitivity", f"--weights={forms['keras']}", f"--data_dir={forms['test_dir']}", "--limit=50",
+               "--layers=conv10,fire9_expand3x3", "--sparsities=0.5,0.9", "--budget=0.05", "--format=json")
+  assert r.returncode == 0, r.stderr
+  d = last_json(r.stdout)
+  assert d["model"] == "squeezenet_v1_1" and set(d["sparsity_map"]) == {"conv10", "fire9_expand3x3"}
+  assert d["sensitivity"]["baseline"] > 0.2
+
+
+def test_analyze_counts_the_zeros_of_a_sqz(forms):
+  r = run_tool("analyze", f"--weights={forms['sqz']}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  d = last_json(r.stdout)
+  assert d["model"] == "squeezenet_v1_1(batch_norm=True)" and d["input_size"][:2] == [32, 32]
+  assert {r["layer"] for r in d["sparsity_layers"]} >= {"conv1", "conv10"}
+
+
+def test_export_and_verify_a_keras_model_and_a_sqz(forms):
+  """sqznet-export takes a .keras model and a .sqz; sqznet-verify-export rebuilds its reference from
+  what the export records (the .sqz) and finds the SavedModel equal to it."""
+  root = forms["root"]
+  r = run_tool("export", f"--weights={forms['keras']}", f"--export_dir={root / 'exp_keras'}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  assert os.path.exists(root / "exp_keras" / "1" / "saved_model.pb")
+  r = run_tool("export", f"--weights={forms['sqz']}", f"--export_dir={root / 'exp_sqz'}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  meta = json.loads((root / "exp_sqz" / "1" / "assets.extra" / "sqznet_export.json").read_text())
+  assert meta["source"]["architecture"] == "squeezenet_v1_1" and meta["source"]["overrides"] == {"batch_norm": True}
+  assert meta["source"]["weights"] == "cifar8.sqz"  # a file name, not the maker's folders
+  r = run_tool("verify_export", f"--export_dir={root / 'exp_sqz'}", f"--data_dir={forms['test_dir']}", "--limit=20",
+               "--format=json")
+  assert r.returncode == 0, r.stderr
+  d = last_json(r.stdout)
+  rows = {row["format"]: row for row in d["rows"]}
+  assert rows["saved_model:serving_default"]["max_abs_diff"] <= 1e-4 and not d["failures"]
+  # The version folder itself is a model form too: it loads with the weights the export holds.
+  r = run_tool("evaluate", f"--weights={root / 'exp_sqz' / '1'}", f"--data_dir={forms['test_dir']}",
+               f"--limit={LIMIT}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  assert last_json(r.stdout)["top1"] == forms["compress_rows"][-1]["top1"]
