@@ -82,12 +82,113 @@ def _key_flags_for_main(main) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# One definition per flag that several binaries take (each binary passes its own default)
+
+
+def define_architecture_flag(default=None) -> None:
+  """--model: the registered network (the architecture)."""
+  flags.DEFINE_string("model", default, f"Architecture (registry name): {', '.join(list_models())}. With weights "
+                      "that name their own network (metadata, .sqz, run folders), it is taken from them unless given.")
+
+
+def define_classes_flag(default=None) -> None:
+  flags.DEFINE_integer("classes", default, "Number of classes (default: what the weights' metadata or the data "
+                       "says; 1000 for the release).", lower_bound=1)
+
+
+def define_data_format_flag() -> None:
+  flags.DEFINE_enum("data_format", "auto", DATA_FORMATS, "Layout of the data: auto detects it; folders (one "
+                    "sub-folder per class), flat (WordNet-id file names; evaluation only) or tfrecord.")
+
+
+def define_label_offset_flag() -> None:
+  flags.DEFINE_integer("label_offset", 0, "Subtracted from TFRecord labels (1 for 1-based ImageNet records).")
+
+
+def define_labels_flag() -> None:
+  flags.DEFINE_string("labels", None, "Synset or class-name file ('nXXXXXXXX name' or a name per line, line i = "
+                      "class i): class names for the output, and for flat folders / WordNet-id folder names.")
+
+
+def define_preprocessing_flag(default=None) -> None:
+  flags.DEFINE_enum("preprocessing", default, list(preprocessing.PRESETS), "Normalisation preset (caffe, torch, tf)"
+                    + ("; default: the one stored with the weights (caffe for the release)." if default is None else "."))
+
+
+def define_batch_size_flag(default: int) -> None:
+  flags.DEFINE_integer("batch_size", default, "Images per step: per forward pass when evaluating, the global batch "
+                       "(divided among the replicas) when training.", lower_bound=1)
+
+
+def define_evaluation_flags(batch_size: int = 32) -> None:
+  """--batch_size and --limit of a pass over labelled photos."""
+  define_batch_size_flag(batch_size)
+  flags.DEFINE_integer("limit", None, "Photos per evaluation, the first ones taken round-robin over the classes; "
+                       "default all.", lower_bound=1)
+
+
+def define_optimisation_flags(batch_size: int = 64, epochs: int = 10, learning_rate: float = 0.04) -> None:
+  """--batch_size, --epochs, --steps_per_epoch, --learning_rate."""
+  define_batch_size_flag(batch_size)
+  flags.DEFINE_integer("epochs", epochs, "Epochs (a search: per trial; Hyperband: the most a trial gets).",
+                       lower_bound=1)
+  define_steps_flag()
+  define_learning_rate_flag(learning_rate)
+
+
+def define_learning_rate_flag(default: float) -> None:
+  flags.DEFINE_float("learning_rate", default, "Base learning rate (Caffe solver: 0.04 at batch 512; fine-tuning in "
+                     "sqznet-compress: constant, SGD with momentum 0.9).")
+
+
+def define_val_split_flag() -> None:
+  flags.DEFINE_float("val_split", 0.1, "Share of the training data held out for validation (when no separate "
+                     "validation data is given).")
+
+
+def define_bits_flags(bits=None, index_bits: int = 4) -> None:
+  """--bits (per shared-weight code) and --index_bits (per relative index of a stored weight)."""
+  flags.DEFINE_integer("bits", bits, "Bits per shared-weight code, 1..8 (a codebook of 2^bits values per layer, "
+                       "code 0 for zero).")
+  flags.DEFINE_integer("index_bits", index_bits, "Bits of the relative index per stored weight (Deep Compression: "
+                       "4; sqznet-compress: 1..8, 0 chooses per layer).")
+
+
+def define_steps_flag() -> None:
+  flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch; default: one pass over the training data.",
+                       lower_bound=1)
+
+
+def define_run_flags() -> None:
+  """--seed and --verbose."""
+  flags.DEFINE_integer("seed", 0, "Random seed (data order, augmentation, initialisation, the tuner).")
+  flags.DEFINE_integer("verbose", 1, "Keras output: 1 progress bar, 2 one line per epoch, 0 silent.")
+
+
+def define_overwrite_flag(default: bool = False) -> None:
+  flags.DEFINE_bool("overwrite", default, "Replace what is there: an existing export version (otherwise refused), "
+                    "a search found in its folder (--nooverwrite resumes it).")
+
+
+def define_export_dir_flags() -> None:
+  """--export_dir and --version of a TF Serving model folder."""
+  flags.DEFINE_string("export_dir", None, "The model folder TF Serving watches (export default: "
+                      "savedmodels/<model>), or one of its version folders.")
+  flags.DEFINE_integer("version", None, "Version folder (export: default the next free one; checks: the latest).",
+                       lower_bound=1)
+
+
+def define_top_k_flag() -> None:
+  flags.DEFINE_integer("top_k", 5, "Classes returned per image.", lower_bound=1)
+
+
+# ---------------------------------------------------------------------------------------------
 # Output
 
 
-def define_output_flags(output: bool = True) -> None:
-  """--format (table|json) and, with `output`, --output (the JSON result written to a file)."""
-  flags.DEFINE_enum("format", "table", OUTPUT_FORMATS, "Output format; json prints one JSON object as the last "
+def define_output_flags(output: bool = True, formats=OUTPUT_FORMATS) -> None:
+  """--format (table|json, ...) and, with `output`, --output (the JSON result written to a file)."""
+  flags.DEFINE_enum("format", "table", formats, "Output format; json prints one JSON object as the last "
                     "line of stdout.")
   if output:
     flags.DEFINE_string("output", None, "Also write the JSON result to this file (atomically).")
@@ -132,13 +233,10 @@ def define_model_flags(weights: str = "imagenet", model: str = None, classes: in
   """
   flags.DEFINE_string("weights", weights, f"The model to load: {MODEL_FORMS}, or a registry name "
                       "(fresh weights).")
-  flags.DEFINE_string("model", model, f"Architecture (registry name): {', '.join(list_models())}. Needed only "
-                      "for weights that do not name theirs; default: the weights' own (squeezenet_v1_0_caffe "
-                      "for the release).")
+  define_architecture_flag(model)
   flags.DEFINE_string("saved_model", None, "A saved Keras model (.keras, .h5 model or SavedModel folder): the "
                       "same as --weights=PATH.")
-  flags.DEFINE_integer("classes", classes, "Classes of the model (default: the weights' metadata; 1000 for the "
-                       "release).", lower_bound=1)
+  define_classes_flag(classes)
   flags.DEFINE_integer("input_size", None, "Square input side in pixels (default: the weights' crop size, else "
                        "the variant's own).", lower_bound=8)
   define_override_flags()
@@ -164,10 +262,9 @@ def define_labelled_data_flags(required: bool = True, what: str = "Labelled imag
   """--data_dir, --data_format, --labels, --label_offset."""
   flags.DEFINE_string("data_dir", None, f"{what}: a folder of class folders, a flat folder of WordNet-id files "
                       "(with --labels), or TFRecords (file, folder or glob).", required=required)
-  flags.DEFINE_enum("data_format", "auto", DATA_FORMATS, "Layout of the data: auto detects it.")
-  flags.DEFINE_string("labels", None, "Synset or class-name file ('nXXXXXXXX name' or a name per line, line i = "
-                      "class i); needed for flat folders, used for folder names that are WordNet ids.")
-  flags.DEFINE_integer("label_offset", 0, "Subtracted from TFRecord labels (1 for 1-based ImageNet records).")
+  define_data_format_flag()
+  define_labels_flag()
+  define_label_offset_flag()
 
 
 def source_from_flags(data_dir=None):
@@ -179,8 +276,7 @@ def source_from_flags(data_dir=None):
 def define_preprocessing_flags(full: bool = True) -> None:
   """--resize_backend and, with `full`, the preset and its overrides."""
   if full:
-    flags.DEFINE_enum("preprocessing", None, list(preprocessing.PRESETS),
-                      "Preset; default: the one stored with the weights (caffe for the release).")
+    define_preprocessing_flag()
     flags.DEFINE_integer("crop_size", None, "Centre-crop side; default: the model's input.", lower_bound=1)
     flags.DEFINE_float("crop_fraction", None, "crop_size / resize side; default: the preset's (caffe 227/256).")
     flags.DEFINE_enum("resize_method", None, preprocessing.METHODS, "Resize interpolation; default: the preset's.")
@@ -216,18 +312,15 @@ def define_train_flags(model: str = "squeezenet_v1_1") -> None:
   """The model, data, optimisation, distribution and output flags of sqznet-train and sqznet-dsd."""
   define_architecture_flag(model)
   define_training_data_flags()
-  flags.DEFINE_integer("batch_size", 64, "Global batch size (divided among the replicas).", lower_bound=1)
-  flags.DEFINE_integer("epochs", 10, "Epochs.", lower_bound=1)
-  flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch; default: one pass over the data.", lower_bound=1)
+  define_optimisation_flags()
   flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam", "adamw"], "sgd: momentum SGD as the Caffe solver.")
-  flags.DEFINE_float("learning_rate", 0.04, "Base learning rate (Caffe solver: 0.04 at batch 512).")
   flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
   flags.DEFINE_enum("lr_schedule", "poly", ["poly", "cosine", "constant"], "poly: Caffe's linear decay to 0.")
   flags.DEFINE_float("warmup_epochs", 0.0, "Linear learning-rate warm-up, in epochs.")
   flags.DEFINE_float("weight_decay", 2e-4, "L2 weight decay on kernels (Caffe solver: 0.0002).")
   flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
   flags.DEFINE_float("dropout", None, "Dropout rate before conv10 (default: the model's, 0.5).")
-  flags.DEFINE_integer("seed", 0, "Random seed (data order, augmentation, initialisation).")
+  define_run_flags()
   flags.DEFINE_string("init_weights", None, "Start from 'imagenet', a .net file or .h5 Keras weights; layers "
                       "that do not fit (a classifier with another class count) start fresh.")
   flags.DEFINE_enum("mixed_precision", None, ["mixed_float16", "mixed_bfloat16"], "Mixed-precision policy.")
@@ -240,27 +333,21 @@ def define_train_flags(model: str = "squeezenet_v1_1") -> None:
   flags.DEFINE_string("model_dir", "runs/default", "Output folder; rerun with the same folder to resume.")
   flags.DEFINE_integer("histogram_freq", 1, "Epochs between weight histograms in TensorBoard (0: none).",
                        lower_bound=0)
-  flags.DEFINE_integer("verbose", 1, "Keras output: 1 progress bar, 2 one line per epoch, 0 silent.")
   define_output_flags(output=False)
   define_override_flags()
-
-
-def define_architecture_flag(default: str) -> None:
-  """--model: the registered network to build and train."""
-  flags.DEFINE_string("model", default, f"Registered model: {', '.join(list_models())}.")
 
 
 def define_training_data_flags(data: str = "embedded") -> None:
   """--data, --data_format, --val_data, --val_split, --classes, --label_offset, --image_size, ..."""
   flags.DEFINE_string("data", data, "embedded, synthetic, an image folder (one sub-folder per class), "
                       "TFRecords (folder, file or glob), or tfds:NAME.")
-  flags.DEFINE_enum("data_format", "auto", DATA_FORMATS, "Layout of a --data path (folders or tfrecord).")
+  define_data_format_flag()
   flags.DEFINE_string("val_data", None, "Validation data of the same kind; default: --val_split of --data.")
-  flags.DEFINE_float("val_split", 0.1, "Share of --data held out for validation when --val_data is not given.")
-  flags.DEFINE_integer("classes", None, "Number of classes (TFRecords and synthetic data; others know it).")
-  flags.DEFINE_integer("label_offset", 0, "Subtracted from TFRecord labels (1 for 1-based ImageNet records).")
+  define_val_split_flag()
+  define_classes_flag()
+  define_label_offset_flag()
   flags.DEFINE_integer("image_size", 32, "Network input side in pixels (crop size).", lower_bound=8)
-  flags.DEFINE_enum("preprocessing", "caffe", list(preprocessing.PRESETS), "Normalisation preset.")
+  define_preprocessing_flag("caffe")
   flags.DEFINE_enum("augmentation", "crop_flip", ["crop_flip", "random_resized_crop", "none"],
                     "crop_flip: random crop + horizontal flip (the paper's).")
   flags.DEFINE_bool("deterministic", False, "Fixed element order in the input pipeline (slower).")

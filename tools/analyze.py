@@ -32,15 +32,12 @@ FLAGS = flags.FLAGS
 sq_flags.define_model_flags(weights=None, model="squeezenet_v1_0", classes=1000)
 flags.DEFINE_list("compare", None, "Comma-separated models to compare side by side (replaces --model). "
                   "Metaparameter overrides apply to the models that have them.")
-flags.DEFINE_enum("format", "table", reporting.FORMATS, "Output format; json prints one JSON object "
-                  "as the last line of stdout.")
-flags.DEFINE_string("output", None, "Also write the JSON report to this file (atomically).")
+sq_flags.define_output_flags(formats=reporting.FORMATS)
 flags.DEFINE_bool("all_layers", False, "Also list ReLU, dropout and activation layers (their costs are "
                   "fused into the layer before them on real runtimes).")
 flags.DEFINE_float("density", None, "Share of weights kept after pruning, for the Deep Compression "
                    "size estimate (e.g. 0.334).")
-flags.DEFINE_integer("bits", None, "Bits per shared weight for the Deep Compression size estimate (e.g. 8 or 6).")
-flags.DEFINE_integer("index_bits", 4, "Bits of the relative index per stored weight (Deep Compression: 4).")
+sq_flags.define_bits_flags()  # for the Deep Compression size estimate, with --density
 flags.DEFINE_list("kernel_example", None, "C,C',N: compare one 5x5 conv (1 -> C channels) with two "
                   "stacked 3x3 convs (1 -> C -> C') on an NxN map, closed form and measured.")
 flags.DEFINE_string("sparsity_png", None, "With --weights: also draw per-layer sparsity as a PNG bar chart.")

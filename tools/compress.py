@@ -37,21 +37,19 @@ FLAGS = flags.FLAGS
 
 sq_flags.define_model_flags()
 sq_flags.define_labelled_data_flags(required=False, what="Labelled photos to measure each stage on")
-flags.DEFINE_integer("limit", None, "Photos per evaluation (round-robin over the classes); default all.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 32, "Batch size of evaluation and fine-tuning.", lower_bound=1)
+sq_flags.define_evaluation_flags()
 flags.DEFINE_string("train_data", None, "Fine-tuning data: embedded, an image folder or TFRecords; its "
                     "validation split measures the stages when --data_dir is not given.")
-flags.DEFINE_float("val_split", 0.1, "Share of --train_data held out for validation.")
-flags.DEFINE_integer("steps_per_epoch", None, "Fine-tuning steps per epoch; default one pass over --train_data.",
-                     lower_bound=1)
-flags.DEFINE_float("learning_rate", 0.001, "Fine-tuning learning rate (SGD with momentum 0.9, constant).")
+sq_flags.define_val_split_flag()
+sq_flags.define_steps_flag()
+sq_flags.define_learning_rate_flag(0.001)
 flags.DEFINE_string("work_dir", "runs/compress", "Fine-tuning runs keep checkpoints and logs here; compress.json "
                     "records the run (the folder then loads as the compressed model).")
 flags.DEFINE_bool("prune", False, "Prune by magnitude to --sparsity (zeros already there count).")
 sq_flags.define_sparsity_flags()
 flags.DEFINE_integer("prune_epochs", 0, "Retrain the pruned model with fixed masks (needs --train_data).", lower_bound=0)
 flags.DEFINE_bool("cluster", True, "Weight sharing: 2^bits values per layer, code 0 for zero.")
-flags.DEFINE_integer("bits", 8, "Bits per shared-weight code, 1..8.")
+sq_flags.define_bits_flags(bits=8, index_bits=0)
 flags.DEFINE_enum("cluster_init", "optimal", ["optimal", "linear", "density", "random", "kmeans_plus_plus"],
                   "Centroids: optimal (exact least-squares 1-D k-means) or an initialisation refined by Lloyd "
                   "iterations; linear is the paper's choice before retraining.")
@@ -61,7 +59,6 @@ flags.DEFINE_string("output", None, "The compressed file (.sqz, or .net for the 
 flags.DEFINE_enum("output_format", None, ["sqz", "net"], "Default: from the --output suffix (.net -> net).")
 flags.DEFINE_bool("entropy", True, "Huffman-code codes and gaps (.sqz).")
 flags.DEFINE_enum("layout", "auto", ["auto", "dense", "sparse"], "Per-kernel layout (.sqz); auto: the smaller.")
-flags.DEFINE_integer("index_bits", 0, "Gap width of the sparse layout, 1..8; 0 chooses per layer.")
 flags.DEFINE_string("int8_tflite", None, "Also write a post-training int8 TFLite model of the result here "
                     "(representative images from the evaluation data) and measure it.")
 flags.DEFINE_integer("qat_epochs", 0, "With --int8_tflite: quantization-aware training (tfmot) of the result "

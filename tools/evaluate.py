@@ -31,9 +31,7 @@ FLAGS = flags.FLAGS
 sq_flags.define_model_flags()
 sq_flags.define_labelled_data_flags()
 sq_flags.define_preprocessing_flags()
-flags.DEFINE_integer("batch_size", 32, "Images per forward pass.", lower_bound=1)
-flags.DEFINE_integer("limit", None, "Evaluate at most this many images (folders: taken round-robin over the classes).",
-                     lower_bound=1)
+sq_flags.define_evaluation_flags()
 flags.DEFINE_bool("per_class", False, "Also report accuracy per class.")
 sq_flags.define_output_flags()
 

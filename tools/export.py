@@ -36,12 +36,10 @@ from sqznet_tf import reporting  # noqa: E402
 FLAGS = flags.FLAGS
 
 sq_flags.define_model_flags()
-flags.DEFINE_string("export_dir", None, "The model folder TF Serving watches (default savedmodels/<model>).")
-flags.DEFINE_integer("version", None, "Version folder to write (default: the next free one).", lower_bound=1)
-flags.DEFINE_bool("overwrite", False, "Replace an existing version (otherwise refused).")
-flags.DEFINE_string("labels", None, "Class names: a synset file ('nXXXXXXXX name' per line) or one name per "
-                    "line; default: the weights' metadata (training runs store their class folders).")
-flags.DEFINE_integer("top_k", 5, "Classes returned per image.", lower_bound=1)
+sq_flags.define_export_dir_flags()
+sq_flags.define_overwrite_flag()
+sq_flags.define_labels_flag()  # default: the weights' metadata (training runs store their class folders)
+sq_flags.define_top_k_flag()
 flags.DEFINE_bool("warmup", True, "Write assets.extra/tf_serving_warmup_requests (needs tensorflow-serving-api).")
 flags.DEFINE_list("warmup_images", [], "Photos for the warm-up requests (default: a generated JPEG).")
 flags.DEFINE_list("tflite", [], "TFLite files to write: any of float32, float16, dynamic, int8.")

@@ -22,9 +22,8 @@ from sqznet_tf.errors import SqznetError  # noqa: E402
 FLAGS = flags.FLAGS
 
 sq_flags.define_model_flags()
-flags.DEFINE_string("labels", None, "Synset or class-name file (line i = class i); without it classes are "
-                    "printed as numbers.")
-flags.DEFINE_integer("top_k", 5, "Classes to show per image.", lower_bound=1)
+sq_flags.define_labels_flag()  # without it classes are printed as numbers
+sq_flags.define_top_k_flag()
 sq_flags.define_preprocessing_flags(full=False)
 sq_flags.define_output_flags(output=False)
 

@@ -38,9 +38,7 @@ FLAGS = flags.FLAGS
 
 sq_flags.define_model_flags()
 sq_flags.define_labelled_data_flags()
-flags.DEFINE_integer("limit", None, "Images per evaluation (the first ones of --data_dir, round-robin over the classes); "
-                     "default all. The run costs 1 + layers x sparsities evaluations.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 32, "Images per forward pass.", lower_bound=1)
+sq_flags.define_evaluation_flags()  # the run costs 1 + layers x sparsities evaluations of --limit photos
 flags.DEFINE_list("layers", None, "Layers to prune one at a time; default every prunable (conv/dense) layer.")
 flags.DEFINE_list("sparsities", ["0.25", "0.5", "0.75", "0.9"], "Sparsities to test, fractions in [0, 1).")
 flags.DEFINE_float("budget", 0.01, "Largest accepted accuracy drop for the proposed map (0.01 = one point).")

@@ -49,12 +49,9 @@ flags.DEFINE_enum("sweep", None, ["sr", "pct3x3"], "The paper's Figure 3 sweep i
                   "batch norm): sr = squeeze ratio 0.125..1, pct3x3 = 3x3 share 0.01..0.99.")
 flags.DEFINE_string("tuner", "random", "random, grid, hyperband or bayesian.")
 flags.DEFINE_integer("max_trials", 10, "Trials (random, grid, bayesian).", lower_bound=1)
-flags.DEFINE_integer("epochs", 3, "Training epochs per trial (Hyperband: the most a trial gets).", lower_bound=1)
-flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch; default one pass over --data.", lower_bound=1)
+sq_flags.define_optimisation_flags(epochs=3)  # the learning rate when the space does not search it
 sq_flags.define_training_data_flags()
-flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1)
-flags.DEFINE_float("learning_rate", 0.04, "SGD learning rate when the space does not search it.")
-flags.DEFINE_integer("seed", 0, "Seed of the tuner and the data order.")
+sq_flags.define_run_flags()
 flags.DEFINE_integer("max_params", None, "Reject candidates with more parameters.", lower_bound=1)
 flags.DEFINE_integer("max_macs", None, "Reject candidates with more multiply-accumulates per image.", lower_bound=1)
 flags.DEFINE_integer("max_bytes", None, "Reject candidates whose Deep Compression size (at --size_density and "
@@ -63,8 +60,7 @@ flags.DEFINE_float("size_density", 0.334, "Kernel density of the compressed size
 flags.DEFINE_integer("size_bits", 6, "Bits per shared weight of the compressed size.")
 flags.DEFINE_string("directory", "runs/tune", "Where the search lives (shared by chief and workers).")
 flags.DEFINE_string("project_name", "search", "Sub-folder of --directory for this search.")
-flags.DEFINE_bool("overwrite", True, "Start afresh; --nooverwrite resumes the search found there.")
-flags.DEFINE_integer("verbose", 1, "Keras output per trial: 1 progress bar, 2 one line per epoch, 0 silent.")
+sq_flags.define_overwrite_flag(True)
 sq_flags.define_output_flags(output=False)
 
 

@@ -33,12 +33,10 @@ from sqznet_tf import reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("export_dir", None, "The model folder (its latest version is checked) or a version folder.",
-                    required=True)
-flags.DEFINE_integer("version", None, "Version to check (default: the latest).", lower_bound=1)
+sq_flags.define_export_dir_flags()
+flags.mark_flag_as_required("export_dir")
 sq_flags.define_labelled_data_flags(what="Labelled photos")
-flags.DEFINE_integer("limit", None, "Photos to use (round-robin over the classes); default all.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 16, "Images per request.", lower_bound=1)
+sq_flags.define_evaluation_flags(batch_size=16)
 sq_flags.define_model_flags(weights=None)
 flags.DEFINE_float("tolerance", 1e-4, "Largest probability difference allowed for float exports.")
 flags.DEFINE_float("max_top1_drop", 0.02, "Largest top-1 drop allowed for quantized exports (0.02 = 2 points).")
