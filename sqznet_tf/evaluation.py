@@ -118,36 +118,51 @@ def evaluate(model, source: ImageSource, preprocessor: Preprocessor, batch_size:
                     stats if per_class else None)
 
 
-def predict_files(model, paths: Sequence[str], preprocessor: Preprocessor, labels: Optional[Labels] = None,
-                  top_k: int = 5) -> List[dict]:
-  """Top-k classes with probabilities for each image file.
+def predict_each(model, paths: Sequence[str], preprocessor: Preprocessor, labels: Optional[Labels] = None,
+                 top_k: int = 5):
+  """Top-k classes with probabilities for each image file that can be read.
 
-  Raises:
-    SqznetError: naming the first file that cannot be read or decoded.
+  Returns:
+    (predictions: [{"file", "top": [{"class", "label", "name", "probability"}]}] in the order of
+    `paths`, failures: [{"file", "error"}] of the files that could not be read or decoded).
   """
   num_classes = int(model.output_shape[-1])
   if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= num_classes:
     raise SqznetError(f"top_k={top_k!r} is not accepted; expected an integer from 1 to {num_classes}")
   if labels is not None and len(labels) != num_classes:
     raise SqznetError(f"label file {labels.source!r} has {len(labels)} classes; the model has {num_classes}")
-  xs = []
+  xs, ok, failures = [], [], []
   for p in paths:
     try:
       with open(p, "rb") as f:
         data = f.read()
-    except OSError as e:
-      raise SqznetError(f"cannot read image {p!r}: {e.strerror}") from None
-    try:
       xs.append(preprocessor(data))
+      ok.append(p)
+    except OSError as e:
+      failures.append({"file": p, "error": f"cannot read image {p!r}: {e.strerror}"})
     except ImageDecodeError as e:
-      raise SqznetError(f"{p}: {e}") from None
-  probs = np.asarray(predictor(model).predict_on_batch(np.stack(xs)))
+      failures.append({"file": p, "error": f"{p}: {e}"})
   out = []
-  for p, row in zip(paths, probs):
-    top = np.argsort(-row)[:top_k]
-    out.append({"file": p, "top": [{"class": int(k), "label": labels.short(int(k)) if labels else str(int(k)),
-                                    "name": labels.names[int(k)] if labels else str(int(k)),
-                                    "probability": float(row[k])} for k in top]})
+  if xs:
+    probs = np.asarray(predictor(model).predict_on_batch(np.stack(xs)))
+    for p, row in zip(ok, probs):
+      top = np.argsort(-row)[:top_k]
+      out.append({"file": p, "top": [{"class": int(k), "label": labels.short(int(k)) if labels else str(int(k)),
+                                      "name": labels.names[int(k)] if labels else str(int(k)),
+                                      "probability": float(row[k])} for k in top]})
+  return out, failures
+
+
+def predict_files(model, paths: Sequence[str], preprocessor: Preprocessor, labels: Optional[Labels] = None,
+                  top_k: int = 5) -> List[dict]:
+  """Top-k classes with probabilities for each image file (see `predict_each`).
+
+  Raises:
+    SqznetError: naming the first file that cannot be read or decoded.
+  """
+  out, failures = predict_each(model, paths, preprocessor, labels, top_k)
+  if failures:
+    raise SqznetError(failures[0]["error"])
   return out
 
 

@@ -19,6 +19,7 @@ import sys
 
 from absl import app, flags, logging
 
+from sqznet_tf import io as sq_io
 from sqznet_tf.data import preprocessing
 from sqznet_tf.data import sources
 from sqznet_tf.data.sources import FORMATS as DATA_FORMATS
@@ -42,11 +43,12 @@ def usage_error(message: str, exitcode: int = 1):
   sys.exit(exitcode)
 
 
-def run_main(main, allow_args: bool = False):
+def run_main(main, allow_args: bool = False, resume: str = ""):
   """Runs `main` under absl; bad input (SqznetError) is one line on stderr and exit 1, no traceback.
 
-  Bad flag values are caught by absl itself, which also prints one line and exits 1.
-  Positional arguments are refused unless `allow_args`.
+  Bad flag values are caught by absl itself, which also prints one line and exits 1. Ctrl-C is
+  one line too (exit 130), saying how to resume when the binary can (`resume`). Positional
+  arguments are refused unless `allow_args`.
   """
   def wrapped(argv):
     if not FLAGS["verbosity"].present:
@@ -57,6 +59,10 @@ def run_main(main, allow_args: bool = False):
       return main(argv)
     except SqznetError as e:
       usage_error(str(e))
+    except KeyboardInterrupt:
+      prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "sqznet"
+      sys.stderr.write(f"\n{prog}: interrupted; " + (resume or "no output was left half-written") + "\n")
+      sys.exit(130)
   _key_flags_for_main(main)
   try:
     app.run(wrapped)
@@ -192,6 +198,17 @@ def define_output_flags(output: bool = True, formats=OUTPUT_FORMATS) -> None:
                     "line of stdout.")
   if output:
     flags.DEFINE_string("output", None, "Also write the JSON result to this file (atomically).")
+
+
+def check_outputs(files=(), folders=()) -> None:
+  """Before any work: each (flag, path) of `files` can be written and each of `folders` exists or is
+  created; otherwise one line naming the flag and the path (no path: nothing to check)."""
+  for flag, path in files:
+    if path:
+      sq_io.check_output_file(path, flag)
+  for flag, path in folders:
+    if path:
+      sq_io.prepare_output_folder(path, flag)
 
 
 # ---------------------------------------------------------------------------------------------

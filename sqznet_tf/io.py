@@ -100,3 +100,25 @@ def save_figure(fig, path: str, dpi: int = 100) -> None:
   ext = os.path.splitext(path)[1] or ".png"
   with atomic_file(path, ext) as tmp:
     fig.savefig(tmp, format=ext.lstrip("."), dpi=dpi)
+
+
+def prepare_output_folder(path: str, what: str = "output folder") -> None:
+  """Creates folder `path` (and its parents) or fails at once with one line: before the work, not after."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise SqznetError(f"{what} {path!r} is a file, not a folder")
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise SqznetError(f"cannot create {what} {path!r}: {e.strerror}") from None
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise SqznetError(f"cannot write in {what} {path!r}: permission denied")
+
+
+def check_output_file(path: str, what: str = "output file") -> None:
+  """Fails at once with one line when file `path` could not be written (creating its folder if needed)."""
+  if os.path.isdir(path):
+    raise SqznetError(f"{what} {path!r} is a folder; give a file name")
+  try:
+    prepare_output_folder(os.path.dirname(os.path.abspath(path)), "its folder")
+  except SqznetError as e:
+    raise SqznetError(f"cannot write {what} {path!r}: {e}") from None

@@ -150,6 +150,9 @@ def _load_keras_weights(path: str, model: Optional[str], overrides: Optional[dic
   info = _info_for_weights(path)
   architecture, merged = _merge(info, model, overrides)
   net = _build(architecture, merged, classes, input_size, info)
+  if path.endswith(".h5") and not weights_lib.is_hdf5(path):
+    raise SqznetError(f"weights file {path!r} is not an HDF5 weights file (its first bytes are not HDF5's "
+                      "signature); expected Keras weights saved by this package")
   try:
     net.load_weights(path)
   except (ValueError, OSError) as e:
@@ -163,26 +166,42 @@ def _load_keras_weights(path: str, model: Optional[str], overrides: Optional[dic
   return _attach(net, info, architecture, merged)
 
 
+def _shapes(net) -> dict:
+  return {(layer.name, i): tuple(int(d) for d in w.shape) for layer in net.layers for i, w in enumerate(layer.weights)}
+
+
 def _load_container(path: str, model: Optional[str], overrides: Optional[dict], input_size):
-  data = sqz.read(path)
-  arch = data.config.get("architecture")
-  build = dict(data.config.get("build", {}))
-  stored = {k: v for k, v in build.items() if k not in ("classes", "input_shape")}
-  try:
-    configs.get_config(arch, **stored)
-  except SqznetError as e:
-    raise SqznetError(f"{path}: its config does not build a model: {e}") from None
-  if model and model != arch:
-    raise SqznetError(f"{path} holds {arch}, not {model}")
-  changed = {k: v for k, v in (overrides or {}).items() if stored.get(k) != v}
-  if changed:
-    raise SqznetError(f"{path} holds {arch} with {stored or 'no overrides'}; it cannot be loaded with "
-                      f"{changed}")
-  if input_size:
-    build["input_shape"] = (input_size, input_size, 3)
-  elif build.get("input_shape"):
-    build["input_shape"] = tuple(build["input_shape"])
-  net = get_model(arch, **build)
+  """A `.sqz` file: the network its config names is built first, and every tensor's shape is checked
+  against it before the tensor is decoded."""
+  built = {}
+
+  def expected(config: dict) -> dict:
+    arch = config.get("architecture")
+    build = dict(config.get("build") or {}) if isinstance(config.get("build"), dict) else None
+    if not isinstance(arch, str) or build is None:
+      raise SqznetError("its config names no architecture and builder arguments")
+    stored = {k: v for k, v in build.items() if k not in ("classes", "input_shape")}
+    try:
+      configs.get_config(arch, **stored)
+    except (SqznetError, TypeError) as e:
+      raise SqznetError(f"its config does not build a model: {e}") from None
+    if model and model != arch:
+      raise SqznetError(f"it holds {arch}, not {model}")
+    changed = {k: v for k, v in (overrides or {}).items() if stored.get(k) != v}
+    if changed:
+      raise SqznetError(f"it holds {arch} with {stored or 'no overrides'}; it cannot be loaded with {changed}")
+    if input_size:
+      build["input_shape"] = (input_size, input_size, 3)
+    elif build.get("input_shape"):
+      build["input_shape"] = tuple(build["input_shape"])
+    try:
+      built.update(net=get_model(arch, **build), arch=arch, stored=stored)
+    except (TypeError, ValueError) as e:
+      raise SqznetError(f"its config does not build a model: {str(e).splitlines()[0][:200]}") from None
+    return _shapes(built["net"])
+
+  data = sqz.read(path, expected)
+  net, arch, stored = built["net"], built["arch"], built["stored"]
   weights_lib.load_container(net, data, str(path))
   info = weights_lib.container_info(data)
   if info is not None:
@@ -241,6 +260,17 @@ def _load_export(folder: str, classes, input_size):
   return _attach(net, info, architecture, overrides)
 
 
+def _refuse_code_layers(folder: str) -> None:
+  """A Keras SavedModel whose layers include Lambda (Python code in its config) is not loaded."""
+  meta = os.path.join(folder, "keras_metadata.pb")
+  if os.path.exists(meta):
+    with open(meta, "rb") as f:
+      text = f.read()
+    if b'"class_name": "Lambda"' in text or b'"class_name":"Lambda"' in text:
+      raise SqznetError(f"{folder!r} holds a Lambda layer, which runs Python code when it is loaded; it is not "
+                        "loaded (rebuild the model without Lambda layers, or save its weights)")
+
+
 def _is_full_h5(path: str) -> bool:
   """Whether an HDF5 file holds a whole Keras model (its config), not only weights."""
   try:
@@ -292,6 +322,7 @@ def load_model(ref, *, model: Optional[str] = None, overrides: Optional[dict] = 
     if os.path.exists(os.path.join(ref, EXPORT_META)):
       return _load_export(ref, classes, input_size)
     if os.path.exists(os.path.join(ref, "saved_model.pb")):
+      _refuse_code_layers(ref)
       return _load_full_model(ref)
     if os.path.exists(os.path.join(ref, FINAL_WEIGHTS)):
       return _load_keras_weights(os.path.join(ref, FINAL_WEIGHTS), model, overrides, classes, input_size)
@@ -314,7 +345,9 @@ def load_model(ref, *, model: Optional[str] = None, overrides: Optional[dict] = 
   if ref.endswith(".keras"):
     return _load_full_model(ref)
   if ref.endswith(".h5") and _is_full_h5(ref):
-    return _load_full_model(ref)
+    raise SqznetError(f"{ref!r} is a whole Keras model in the legacy HDF5 format, which can run code when it is "
+                      "loaded (Lambda layers); it is not loaded. Re-save it as .keras (model.save('m.keras')) or "
+                      "save its weights (model.save_weights('m.weights.h5'), with --model)")
   return _load_keras_weights(ref, model, overrides, classes, input_size)
 
 

@@ -47,6 +47,7 @@ def main(argv):
   del argv
   from sqznet_tf.analysis import report  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
   from sqznet_tf.io import write_json_atomic  # pylint: disable=g-import-not-at-top
+  sq_flags.check_outputs(files=[("--output", FLAGS.output), ("--sparsity_png", FLAGS.sparsity_png)])
   overrides, md = sq_flags.overrides_from_flags(), FLAGS.format == "markdown"
   if FLAGS.kernel_example:
     if len(FLAGS.kernel_example) != 3:
@@ -66,7 +67,8 @@ def main(argv):
     model, _ = loading.load_model(ref, model=FLAGS.model if FLAGS["model"].present or not ref else None,
                                   overrides=overrides, classes=FLAGS.classes if not ref else None,
                                   input_size=FLAGS.input_size)
-    name = report.label((loading.source_of(model) or {}).get("architecture") or model.name, overrides)
+    src = loading.source_of(model) or {}
+    name = report.label(src.get("architecture") or model.name, src.get("overrides") or overrides)
     d = report.model_report(model, name, FLAGS.density, FLAGS.bits, FLAGS.index_bits, FLAGS.all_layers, ref)
     if FLAGS.sparsity_png:
       from sqznet_tf.pruning import prune  # pylint: disable=g-import-not-at-top

@@ -107,7 +107,7 @@ def main(argv):
 
 
 def run():
-  sq_flags.run_main(main)
+  sq_flags.run_main(main, resume="rerun the same command: the fine-tuning stages resume from their last finished epoch")
 
 
 if __name__ == "__main__":

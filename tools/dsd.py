@@ -46,6 +46,7 @@ def main(argv):
   del argv
   from sqznet_tf.pruning.dsd import DSDConfig, run_dsd  # pylint: disable=g-import-not-at-top
   base = sq_flags.train_config_from_flags()
+  sq_flags.check_outputs(folders=[("--model_dir", FLAGS.model_dir)])
   cfg = DSDConfig(base=base, dense_epochs=FLAGS.dense_epochs, sparse_epochs=FLAGS.sparse_epochs,
                   redense_epochs=FLAGS.redense_epochs, dense_lr=FLAGS.dense_lr, sparse_lr=FLAGS.sparse_lr,
                   redense_lr=FLAGS.redense_lr, sparsity=sq_flags.sparsity_from_flags(),
@@ -61,7 +62,7 @@ def main(argv):
 
 
 def run():
-  sq_flags.run_main(main)
+  sq_flags.run_main(main, resume="rerun the same command to resume in the phase where it stopped")
 
 
 if __name__ == "__main__":

@@ -38,16 +38,21 @@ def main(argv):
   labels = read_labels(FLAGS.labels) if FLAGS.labels else None
   model, info = sq_flags.load_model_from_flags()
   prep = sq_flags.preprocessing_from_flags(info, model)
-  results = evaluation.predict_files(model, files, Preprocessor(prep, FLAGS.resize_backend), labels, FLAGS.top_k)
+  results, failed = evaluation.predict_each(model, files, Preprocessor(prep, FLAGS.resize_backend), labels,
+                                            FLAGS.top_k)
   if FLAGS.format == "json":
-    reporting.print_json({"predictions": results})
-    return
-  if labels is None:
-    reporting.progress("no --labels given: classes are shown as numbers")
-  for r in results:
-    print(r["file"])
-    for rank, t in enumerate(r["top"], 1):
-      print(f"  {rank}. {t['probability']:7.2%}  {t['label']}  (class {t['class']})")
+    reporting.print_json({"predictions": results, "failed": failed})
+  else:
+    if labels is None:
+      reporting.progress("no --labels given: classes are shown as numbers")
+    for r in results:
+      print(r["file"])
+      for rank, t in enumerate(r["top"], 1):
+        print(f"  {rank}. {t['probability']:7.2%}  {t['label']}  (class {t['class']})")
+  if failed:
+    for f in failed:
+      reporting.progress(f"not classified: {f['error']}")
+    raise SqznetError(f"{len(failed)} of {len(files)} images could not be classified (listed above)")
 
 
 def run():

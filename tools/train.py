@@ -36,6 +36,7 @@ sq_flags.define_train_flags()
 def main(argv):
   del argv
   config = sq_flags.train_config_from_flags()
+  sq_flags.check_outputs(folders=[("--model_dir", FLAGS.model_dir)])
   from sqznet_tf.training.train import train  # pylint: disable=g-import-not-at-top
   result = train(config)
   d = result.to_dict()
@@ -58,7 +59,7 @@ def main(argv):
 
 
 def run():
-  sq_flags.run_main(main)
+  sq_flags.run_main(main, resume="rerun the same command to resume from the last finished epoch")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from sqznet_tf.compression import cluster, container, quantize, sharing, tflite
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.formats import net as net_format
 from sqznet_tf.formats import sqz
-from sqznet_tf.io import write_atomic, write_json_atomic
+from sqznet_tf.io import check_output_file, prepare_output_folder, write_atomic, write_json_atomic
 from sqznet_tf.pruning import dsd, prune
 from sqznet_tf.training.config import TrainConfig
 from sqznet_tf.training.train import train
@@ -396,9 +396,10 @@ def run(cfg: CompressConfig, source=None, limit: Optional[int] = None, batch_siz
   """
   if ((cfg.prune and cfg.prune_epochs) or (cfg.cluster and cfg.cluster_epochs) or cfg.qat_epochs) and not finetune:
     raise SqznetError("--prune_epochs/--cluster_epochs/--qat_epochs > 0 fine-tune the model: give --train_data")
-  for path in (cfg.output, cfg.int8_tflite):
+  for path, what in ((cfg.output, "--output"), (cfg.int8_tflite, "--int8_tflite")):
     if path:
-      check_writable(path)
+      check_output_file(path, what)
+  prepare_output_folder(cfg.work_dir, "--work_dir")
   model, info = load_model(cfg)
   if finetune:
     cfg = dataclasses.replace(cfg, train=finetune.train_config(cfg, model, info))
@@ -431,14 +432,3 @@ def run(cfg: CompressConfig, source=None, limit: Optional[int] = None, batch_siz
     rel = os.path.relpath(os.path.abspath(result.output), os.path.abspath(cfg.work_dir))
     write_json_atomic(os.path.join(cfg.work_dir, loading.COMPRESS_RECORD), dict(out, output=rel))
   return out
-
-
-def check_writable(path: str) -> None:
-  """Fails at once (one line) when the folder of output `path` cannot be created or written."""
-  folder = os.path.dirname(os.path.abspath(path)) or "."
-  try:
-    os.makedirs(folder, exist_ok=True)
-  except OSError as e:
-    raise SqznetError(f"cannot write {path!r}: {e.strerror} ({folder})") from None
-  if not os.access(folder, os.W_OK):
-    raise SqznetError(f"cannot write {path!r}: the folder {folder} is not writable")

@@ -101,6 +101,8 @@ class Datasets:
     train_size, val_size: examples per epoch (0 when unknown: TFRecords over 1 GB).
     skipped: paths of unreadable files left out.
     preprocessing: the normalisation applied (travels with the trained weights).
+    files: the image files read (folder sources), to name one that fails to decode.
+    problems: "path: reason" of each file in `skipped`.
   """
   train: "tf.data.Dataset"
   val: Optional["tf.data.Dataset"]
@@ -110,6 +112,8 @@ class Datasets:
   val_size: int
   skipped: List[str]
   preprocessing: prep_lib.Preprocessing
+  files: Tuple[str, ...] = ()
+  problems: List[str] = dataclasses.field(default_factory=list)
 
 
 def check_signature(path: str) -> bool:
@@ -122,22 +126,66 @@ def check_signature(path: str) -> bool:
   return any(head.startswith(s) for s in _SIGNATURES)
 
 
-def _list_folder(path: str, strict: bool) -> Tuple[List[str], List[int], List[str], List[str]]:
+def image_problem(path: str) -> Optional[str]:
+  """Why an image file cannot be decoded, from its first and last bytes, or None when it looks whole.
+
+  Checks the format's signature and its end: a JPEG's end-of-image marker, a PNG's IEND chunk, a
+  GIF's trailer, a BMP's declared size. That catches unreadable and truncated files without
+  decoding them; a file damaged in the middle is found when it is decoded (see
+  `find_undecodable`).
+  """
+  try:
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+      head = f.read(8)
+      f.seek(max(0, size - 1024))
+      tail = f.read()
+  except OSError as e:
+    return f"cannot be read ({e.strerror})"
+  if head.startswith(b"\xff\xd8\xff"):
+    return None if b"\xff\xd9" in tail else "truncated JPEG (no end-of-image marker)"
+  if head.startswith(b"\x89PNG\r\n\x1a\n"):
+    return None if b"IEND" in tail[-64:] else "truncated PNG (no IEND chunk)"
+  if head.startswith((b"GIF87a", b"GIF89a")):
+    return None if b"\x3b" in tail[-16:] else "truncated GIF (no trailer)"
+  if head.startswith(b"BM"):
+    declared = int.from_bytes(head[2:6], "little")
+    return None if declared <= size else f"truncated BMP ({size} of {declared} bytes)"
+  return "not a JPEG, PNG, GIF or BMP"
+
+
+def find_undecodable(paths) -> Optional[Tuple[str, str]]:
+  """(path, reason) of the first file that TensorFlow cannot decode as an image, else None."""
+  for p in paths:
+    reason = image_problem(p)
+    if reason is None:
+      try:
+        _decode(tf.io.read_file(p))
+      except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+        reason = str(e).strip().splitlines()[0][:160]
+    if reason is not None:
+      return p, reason
+  return None
+
+
+def _list_folder(path: str, strict: bool) -> Tuple[List[str], List[int], List[str], List[str], List[str]]:
   if not os.path.isdir(path):
     raise SqznetError(f"data folder {path!r} does not exist")
   src = sources.open_source(path, "folders")
-  paths, labels, skipped = [], [], []
+  paths, labels, skipped, problems = [], [], [], []
   for p, label in src.files:
-    if check_signature(p):
+    reason = image_problem(p)
+    if reason is None:
       paths.append(p)
       labels.append(label)
     elif strict:
-      raise SqznetError(f"unreadable image {p!r} (not a JPEG, PNG, GIF or BMP); remove it or drop --strict_data")
+      raise SqznetError(f"unreadable image {p!r}: {reason}; remove it or drop --strict_data")
     else:
       skipped.append(p)
+      problems.append(f"{p}: {reason}")
   if not paths:
     raise SqznetError(f"no readable images in {path!r} ({len(skipped)} unreadable)")
-  return paths, labels, src.class_names, skipped
+  return paths, labels, src.class_names, skipped, problems
 
 
 def _decode(data):
@@ -363,13 +411,14 @@ def make_datasets(spec: DataSpec, batch_size: int, num_classes: Optional[int] = 
   resize_size = resize_size_for(spec)
   skipped: List[str] = []
   if spec.source == "folder":
-    paths, labels, class_names, skipped = _list_folder(spec.path, spec.strict)
+    paths, labels, class_names, skipped, problems = _list_folder(spec.path, spec.strict)
     k = len(class_names)
     if spec.val_path:
-      vpaths, vlabels, vnames, vskipped = _list_folder(spec.val_path, spec.strict)
+      vpaths, vlabels, vnames, vskipped, vproblems = _list_folder(spec.val_path, spec.strict)
       if vnames != class_names:
         raise SqznetError(f"validation classes {vnames[:5]}... differ from training classes {class_names[:5]}...")
       skipped += vskipped
+      problems += vproblems
     elif spec.val_split:
       tr, va = _split(len(paths), spec.val_split, spec.seed)
       vpaths, vlabels = [paths[i] for i in va], [labels[i] for i in va]
@@ -380,7 +429,8 @@ def make_datasets(spec: DataSpec, batch_size: int, num_classes: Optional[int] = 
                     True, resize_size, drop_remainder)
     val = (_finish(_from_files(vpaths, vlabels, spec, resize_size, False), spec, len(vpaths), k, batch_size,
                    False, resize_size, False) if vpaths else None)
-    return Datasets(train, val, k, class_names, len(paths), len(vpaths), skipped, spec.prep)
+    return Datasets(train, val, k, class_names, len(paths), len(vpaths), skipped, spec.prep,
+                    tuple(paths) + tuple(vpaths), problems)
 
   if spec.source == "embedded":
     (xtr, ytr), (xte, yte) = embedded_split(spec.seed)

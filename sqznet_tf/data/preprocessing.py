@@ -71,10 +71,29 @@ def resize_and_crop_tf(image, p: Preprocessing):
 _PIL_METHODS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST", "area": "BOX"}
 
 
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def pil_to_rgb(pil_image):
+  """An RGB PIL image decoded as TensorFlow's decoders do.
+
+  16-bit greyscale PNGs (mode I;16) keep their top 8 bits, as `tf.io.decode_png` does (Pillow's
+  own convert("RGB") clips them to 255); 16-bit RGB PNGs, palette images (transparency dropped),
+  grey + alpha, RGBA and CMYK JPEGs convert as TensorFlow decodes them, up to the few levels JPEG
+  decoders differ by. EXIF orientation is not applied, by either back-end: TensorFlow's decoders
+  ignore it.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top  (only for the Pillow back-end and generated images)
+  if pil_image.mode in _SIXTEEN_BIT_MODES:
+    top = np.asarray(pil_image).astype(np.uint32) >> 8
+    pil_image = Image.fromarray(np.clip(top, 0, 255).astype(np.uint8), "L")
+  return pil_image.convert("RGB")
+
+
 def preprocess_pil(pil_image, p: Preprocessing) -> np.ndarray:
   """Resize (Pillow, antialiased), centre crop and normalise one PIL image; returns float32."""
   from PIL import Image  # pylint: disable=g-import-not-at-top  (only for the Pillow back-end and generated images)
-  img = pil_image.convert("RGB")
+  img = pil_to_rgb(pil_image)
   h, w = _resized_size(img.height, img.width, p)
   img = img.resize((w, h), getattr(Image.Resampling, _PIL_METHODS[p.method]))
   top, left = (h - p.crop_size) // 2, (w - p.crop_size) // 2
@@ -94,6 +113,17 @@ def decode_image_tf(data: bytes):
   except (tf.errors.InvalidArgumentError, ValueError) as e:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ImageDecodeError(f"not a decodable image: {first[:200]}") from None
+
+
+def decode_image_pil(data: bytes) -> np.ndarray:
+  """Decodes image bytes with Pillow to RGB uint8 (HxWx3) as `pil_to_rgb` says; ImageDecodeError if not."""
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top  (only for the Pillow back-end)
+  try:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+  except (UnidentifiedImageError, OSError, ValueError) as e:
+    raise ImageDecodeError(f"not a decodable image: {e}") from None
+  return np.asarray(pil_to_rgb(img))
 
 
 class Preprocessor:

@@ -14,7 +14,7 @@ from sqznet_tf.data import preprocessing
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.export import portable, serving, verify
 from sqznet_tf.formats.labels import read_labels
-from sqznet_tf.io import atomic_folder, read_bytes, write_json_atomic
+from sqznet_tf.io import atomic_folder, prepare_output_folder, read_bytes, write_json_atomic
 
 
 @dataclasses.dataclass
@@ -80,6 +80,7 @@ def export(model, info, ref, cfg: ExportConfig, log: Callable[[str], None] = lam
   cfg.validate()
   src = loading.describe_source(model, ref)
   export_dir = cfg.export_dir or os.path.join("savedmodels", src["architecture"] or model.name)
+  prepare_output_folder(export_dir, "--export_dir")
   version = serving.choose_version(export_dir, cfg.version, cfg.overwrite)
   portable_folder = verify.portable_dir(os.path.join(export_dir, str(version)))
   if os.path.exists(portable_folder) and not cfg.overwrite and (cfg.tflite or cfg.onnx):

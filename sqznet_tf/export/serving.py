@@ -47,6 +47,26 @@ def _check(ok, message: str, shape):
   return tf.debugging.Assert(ok, [message, shape], summarize=8)
 
 
+def _check_encoded(b, i):
+  """Asserts that item `i` of a serving_bytes request starts like an image and is not cut short
+  (a JPEG's end-of-image marker in its last KB, a PNG's IEND chunk), naming the item."""
+  def starts(sig):
+    return tf.equal(tf.strings.substr(b, 0, len(sig)), sig)
+  n = tf.strings.length(b)
+  is_jpeg, is_png = starts(b"\xff\xd8\xff"), starts(b"\x89PNG\r\n\x1a\n")
+  known = tf.reduce_any(tf.stack([is_jpeg, is_png, starts(b"GIF87a"), starts(b"GIF89a"), starts(b"BM")]))
+  tail = tf.strings.bytes_split(tf.strings.substr(b, tf.maximum(n - 1024, 0), 1024))
+  jpeg_end = tf.reduce_any(tf.logical_and(tf.equal(tail[:-1], b"\xff"), tf.equal(tail[1:], b"\xd9")))
+  png_end = tf.equal(tf.strings.substr(b, tf.maximum(n - 8, 0), 4), b"IEND")
+  whole = tf.logical_and(tf.logical_or(tf.logical_not(is_jpeg), jpeg_end),
+                         tf.logical_or(tf.logical_not(is_png), png_end))
+  known_check = tf.debugging.Assert(known, [tf.strings.format(
+      "image_bytes[{}] is not a JPEG, PNG, GIF or BMP image (Unknown image file format)", i)])
+  with tf.control_dependencies([known_check]):
+    return tf.debugging.Assert(whole, [tf.strings.format(
+        "image_bytes[{}] is a truncated image (no end-of-image marker)", i)])
+
+
 class ServingModule(tf.Module):
   """The model with its preprocessing, top-k and label lookup, as tf.functions to export."""
 
@@ -97,10 +117,14 @@ class ServingModule(tf.Module):
       data = tf.reshape(image_bytes, [-1])
     p = self.p
 
-    def one(b):
-      return preprocess_tf(tf.io.decode_image(b, channels=3, expand_animations=False), p)
+    def one(item):
+      b, i = item
+      with tf.control_dependencies([_check_encoded(b, i)]):
+        image = tf.io.decode_image(b, channels=3, expand_animations=False)
+      return preprocess_tf(image, p)
 
-    x = tf.map_fn(one, data, fn_output_signature=tf.TensorSpec([p.crop_size, p.crop_size, 3], tf.float32))
+    x = tf.map_fn(one, (data, tf.range(tf.size(data))),
+                  fn_output_signature=tf.TensorSpec([p.crop_size, p.crop_size, 3], tf.float32))
     return self._outputs(x)
 
   def signatures(self) -> dict:

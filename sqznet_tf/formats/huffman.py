@@ -114,6 +114,9 @@ def decode(data: bytes, nbits: int, count: int, lengths, what: str = "Huffman st
     return np.zeros(0, dtype=np.int64)
   if nbits > 8 * len(data):
     raise SqznetError(f"{what}: {nbits} bits do not fit its {len(data)} bytes")
+  if count > nbits:  # every symbol takes at least one bit: checked before anything is allocated
+    raise SqznetError(f"{what}: ends after at most {nbits} of {count} symbols ({count} symbols cannot fit in "
+                      f"{nbits} bits)")
   if not lengths.any():
     raise SqznetError(f"{what}: {count} symbols but an empty code table")
   codes = canonical_codes(lengths)

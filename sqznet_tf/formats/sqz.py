@@ -27,10 +27,11 @@ a model is only touched after the whole file has decoded and every tensor fits i
 
 import dataclasses
 import json
+import math
 import os
 import struct
 import zlib
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -45,6 +46,9 @@ RAW, CODED = 0, 1
 DENSE, SPARSE = 0, 1
 FIXED, HUFFMAN = 0, 1
 LAYOUTS = ("auto", "dense", "sparse")
+MAX_CONFIG_BYTES = 1 << 20  # the inflated JSON config
+MAX_RANK = 8
+MAX_ELEMENTS = 1 << 27  # values in one file: 512 MiB of float32, twice AlexNet
 
 
 @dataclasses.dataclass
@@ -270,7 +274,7 @@ def _decode_coded(r: _Reader, tag: str, shape: Tuple[int, ...]) -> np.ndarray:
   if not np.isfinite(book).all() or book[0] != 0.0:
     raise SqznetError(f"tensor {tag} (offset {start}): codebook entry 0 is not 0.0 or an entry is not finite")
   lay, g, coding, n = r.unpack("BBBI", f"{tag} layout")
-  size = int(np.prod(shape))
+  size = math.prod(shape)
   if lay not in (DENSE, SPARSE) or coding not in (FIXED, HUFFMAN) or (lay == SPARSE and not 1 <= g <= 8):
     raise SqznetError(f"tensor {tag} (offset {start}): unknown layout {lay}/{g}/{coding}")
   if lay == DENSE and n != size:
@@ -299,16 +303,43 @@ def _decode_coded(r: _Reader, tag: str, shape: Tuple[int, ...]) -> np.ndarray:
   return flat.reshape(shape)
 
 
-def decode(data: Union[bytes, bytearray, memoryview], source: str = "container") -> Container:
-  """Decodes a whole container; raises `SqznetError` (naming `source`) on anything malformed."""
+ExpectedShapes = Callable[[dict], Dict[Tuple[str, int], Tuple[int, ...]]]
+
+
+def decode(data: Union[bytes, bytearray, memoryview], source: str = "container",
+           expected: Optional[ExpectedShapes] = None, max_elements: int = MAX_ELEMENTS) -> Container:
+  """Decodes a whole container; raises `SqznetError` (naming `source`) on anything malformed.
+
+  Every size is checked against the bytes present before anything is allocated: a symbol needs a
+  bit, a dense tensor its bytes, entries cannot outnumber weights, the config inflates to at most
+  MAX_CONFIG_BYTES, and all tensors together hold at most `max_elements` values.
+
+  Args:
+    expected: config -> {(layer, weight index): shape} of the network the file names (what the
+      loader builds from the config); each tensor's shape is checked against it before its
+      values are decoded, so a file cannot declare shapes the architecture does not have.
+  """
   data = bytes(data)
   try:
-    return _decode(data)
+    return _decode(data, expected, max_elements)
   except SqznetError as e:
     raise SqznetError(f"{source}: {e}") from None
 
 
-def _decode(data: bytes) -> Container:
+def _inflate(raw: bytes) -> dict:
+  """The JSON config, inflated to at most MAX_CONFIG_BYTES."""
+  inflater = zlib.decompressobj()
+  try:
+    text = inflater.decompress(raw, MAX_CONFIG_BYTES)
+    if inflater.unconsumed_tail:
+      raise SqznetError(f"config block inflates to more than {MAX_CONFIG_BYTES:,} bytes; a model config is a few KB")
+    text += inflater.flush()
+    return json.loads(text.decode("utf-8"))
+  except (zlib.error, UnicodeDecodeError, ValueError) as e:
+    raise SqznetError(f"config block does not decode: {e}") from None
+
+
+def _decode(data: bytes, expected: Optional[ExpectedShapes], max_elements: int) -> Container:
   if data[:4] != MAGIC:
     raise SqznetError(f"not a sqznet compressed container (magic {data[:4]!r}, expected {MAGIC!r})")
   if len(data) < 4 + 5 + 2 + 4:
@@ -323,21 +354,31 @@ def _decode(data: bytes) -> Container:
   if zlib.crc32(body) != crc:
     raise SqznetError(f"checksum mismatch (stored {crc:#010x}, computed {zlib.crc32(body):#010x}): the file is "
                       "truncated or corrupted")
-  try:
-    config = json.loads(zlib.decompress(conf_raw).decode("utf-8"))
-  except (zlib.error, UnicodeDecodeError, ValueError) as e:
-    raise SqznetError(f"config block does not decode: {e}") from None
+  config = _inflate(conf_raw)
+  if not isinstance(config, dict):
+    raise SqznetError(f"config block is a JSON {type(config).__name__}, not an object")
+  shapes = expected(config) if expected is not None else None
   (count,) = r.unpack("H", "tensor count")
-  tensors, stats = {}, []
+  tensors, stats, total = {}, [], 0
   for _ in range(count):
     start = r.pos
     (nlen,) = r.unpack("B", "tensor name")
     name = r.take(nlen, "tensor name").decode("utf-8", errors="replace")
     index, rank = r.unpack("BB", f"tensor {name} header")
+    if rank > MAX_RANK:
+      raise SqznetError(f"tensor {name} (offset {start}): rank {rank} (at most {MAX_RANK})")
     shape = tuple(r.unpack(f"{rank}I", f"tensor {name} shape")) if rank else ()
     tag = f"{name}:{index}"
+    size = math.prod(shape)  # Python integers: no overflow
+    total += size
+    if total > max_elements:
+      raise SqznetError(f"tensor {tag} (offset {start}): shape {shape} brings the file to {total:,} values, more "
+                        f"than the {max_elements:,} this reader accepts")
+    if shapes is not None and shapes.get((name, index)) != shape:
+      want = shapes.get((name, index))
+      raise SqznetError(f"tensor {tag} (offset {start}) has shape {shape}, but {config.get('architecture', '?')} "
+                        + (f"has {want}" if want is not None else "has no such weight"))
     (kind,) = r.unpack("B", f"tensor {tag} kind")
-    size = int(np.prod(shape))
     if kind == RAW:
       value = np.frombuffer(r.take(4 * size, f"tensor {tag} values"), "<f4").astype(np.float32).reshape(shape)
     elif kind == CODED:
@@ -354,9 +395,10 @@ def _decode(data: bytes) -> Container:
   return Container(config, tensors, stats, len(data))
 
 
-def read(path: Union[str, os.PathLike]) -> Container:
-  """Reads and decodes a `.sqz` file."""
-  return decode(read_bytes(path, "compressed weights"), str(path))
+def read(path: Union[str, os.PathLike], expected: Optional[ExpectedShapes] = None,
+         max_elements: int = MAX_ELEMENTS) -> Container:
+  """Reads and decodes a `.sqz` file (see `decode`)."""
+  return decode(read_bytes(path, "compressed weights"), str(path), expected, max_elements)
 
 
 def is_container(path) -> bool:

@@ -97,6 +97,9 @@ class TrainConfig:
       bad("dropout", self.dropout, "a number in [0, 1)")
     if self.cpu_devices is not None and self.cpu_devices < 1:
       bad("cpu_devices", self.cpu_devices, "a positive integer")
+    if self.tpu is not None and self.strategy != "tpu":
+      raise SqznetError(f"tpu={self.tpu!r} is given with strategy={self.strategy!r}; a TPU address goes with "
+                        "strategy 'tpu' only (drop one of them)")
 
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)

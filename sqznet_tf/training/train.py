@@ -57,6 +57,7 @@ class TrainResult:
   replicas: int
   classes: int = 0
   weights_sha256: str = ""  # of all final weights: equal on every worker of a synchronous run
+  skipped_files: list = dataclasses.field(default_factory=list)  # "path: reason" of each unreadable image
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -151,7 +152,9 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
   if config.classes and config.classes != data.num_classes:
     raise SqznetError(f"classes={config.classes} but the data has {data.num_classes} classes")
   if data.skipped:
-    progress(f"skipping {len(data.skipped)} unreadable images, e.g. {data.skipped[0]}")
+    progress(f"skipping {len(data.skipped)} unreadable images:")
+    for line in data.problems or data.skipped:
+      progress(f"  {line}")
   if not config.steps_per_epoch and not data.train_size:
     raise SqznetError(f"the size of {config.data.path!r} is not known without reading it all (over 1 GB of "
                       "TFRecords); pass --steps_per_epoch (e.g. 1,281,167 / batch size for ImageNet)")
@@ -215,8 +218,23 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
         timer,
     ] + (list(extra_callbacks(out_dir)) if extra_callbacks else [])
     start = time.time()
-    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds,
-              validation_steps=val_steps, callbacks=callbacks, verbose=config.verbose)
+    try:
+      model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds,
+                validation_steps=val_steps, callbacks=callbacks, verbose=config.verbose)
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError,
+            tf.errors.CancelledError) as e:
+      if not multi_worker:
+        raise
+      first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+      raise SqznetError(f"a worker of the multi-worker run stopped ({type(e).__name__}: {first}); start every "
+                        "worker again with the same command to resume from the last finished epoch") from e
+    except tf.errors.InvalidArgumentError as e:
+      # --strict_data: an image whose body is damaged fails inside tf.data; name the file.
+      bad = pipeline.find_undecodable(data.files) if config.data.strict and data.files else None
+      if bad is None:
+        raise
+      raise SqznetError(f"unreadable image {bad[0]!r}: {bad[1]}; remove it or drop --strict_data "
+                        "(the run resumes from its last finished epoch)") from e
     seconds = time.time() - start
     # Read once on every worker: under multi-worker training, reading batch-norm statistics is a
     # collective op that all workers must run together.
@@ -244,7 +262,8 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
         val_accuracy=last.get("val_accuracy"), val_top5=last.get("val_top5"),
         params=int(final_model.count_params()), size_bytes=4 * int(final_model.count_params()), seconds=round(seconds, 2),
         images_per_sec=round(len(timer.seconds) * steps * config.batch_size / train_seconds, 1),
-        train_size=data.train_size, val_size=data.val_size, skipped=len(data.skipped), replicas=replicas,
+        train_size=data.train_size, val_size=data.val_size, skipped=len(data.skipped), skipped_files=list(data.problems or data.skipped),
+        replicas=replicas,
         classes=data.num_classes,
         weights_sha256=hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in final_weights)).hexdigest())
     if chief:

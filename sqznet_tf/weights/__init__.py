@@ -182,6 +182,15 @@ def save_model(model, path: str, info: Optional[WeightsInfo] = None) -> None:
     write_info(path, info)
 
 
+def is_hdf5(path) -> bool:
+  """Whether the file at `path` starts with HDF5's signature (Keras .h5 weights do)."""
+  try:
+    with open(path, "rb") as f:
+      return f.read(8) == b"\x89HDF\r\n\x1a\n"
+  except OSError:
+    return False
+
+
 def is_container(weights) -> bool:
   """Whether `weights` names a `.sqz` container (by suffix or by its magic bytes)."""
   return str(weights).endswith(sqz.SUFFIX) or (os.path.isfile(str(weights)) and sqz.is_container(weights))
@@ -200,10 +209,15 @@ def load_weights(model, weights) -> Optional[WeightsInfo]:
     net, info = read_release(weights)
     load_compressed(model, net, info)
   elif is_container(weights):
-    data = sqz.read(weights)
+    # A file that fits this model holds exactly its values: twice that (plus 1M, so that a file for
+    # a neighbouring architecture is still decoded and named as not fitting) bounds the decoding.
+    data = sqz.read(weights, max_elements=2 * int(model.count_params()) + (1 << 20))
     load_container(model, data, str(weights))
     info = container_info(data)
   else:
+    if str(weights).endswith(".h5") and os.path.isfile(str(weights)) and not is_hdf5(weights):
+      raise SqznetError(f"weights file {str(weights)!r} is not an HDF5 weights file (its first bytes are not "
+                        "HDF5's signature); expected Keras weights saved by this package")
     try:
       model.load_weights(str(weights))
     except (ValueError, OSError) as e:
@@ -228,6 +242,6 @@ def attach_info(model, info: WeightsInfo) -> None:
 
 
 __all__ = ["IMAGENET_INFO", "INFO_SUFFIX", "RELEASE_URL", "WeightsInfo", "attach_info", "cache_dir",
-           "container_info", "fetch_imagenet", "is_container", "load_compressed", "load_container",
+           "container_info", "fetch_imagenet", "is_container", "is_hdf5", "load_compressed", "load_container",
            "load_weights", "read_info", "read_release", "release_info", "save_model", "save_weights", "weights_info",
            "write_info"]

@@ -73,6 +73,11 @@ def test_bad_requests_get_invalid_argument_and_the_session_goes_on(tiny):
   cases = [
       ("serving_bytes", {"image_bytes": np.array([b"not an image"], dtype=object)}, "Unknown image file format"),
       ("serving_bytes", {"image_bytes": np.array([], dtype=object)}, "empty batch: send at least one image"),
+      # One bad item in a batch: the error names it.
+      ("serving_bytes", {"image_bytes": np.array([png(8, 8), b"not an image"], dtype=object)},
+       "image_bytes[1] is not a JPEG, PNG, GIF or BMP image"),
+      ("serving_bytes", {"image_bytes": np.array([png(8, 8), png(8, 8)[:-20]], dtype=object)},
+       "image_bytes[1] is a truncated image"),
       ("serving_bytes", {"image_bytes": np.array(png(8, 8), dtype=object)}, "image_bytes must be a list [N]"),
       ("serving_default", {"images": np.zeros((0, 32, 32, 3), np.float32)}, "empty batch"),
       ("serving_default", {"images": np.zeros((32, 32, 3), np.float32)},

@@ -1,0 +1,189 @@
+"""Careless input as a user gives it: outputs that cannot be written, bad images, Ctrl-C, lost peers.
+
+Every case ends in one line on stderr (no traceback) and a non-zero exit, before any long work
+where the mistake is in the arguments.
+"""
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO, shared_data_dir
+from tests.tools import last_json, run_tool
+
+TINY_TRAIN = ["--batch_norm", "--image_size=24", "--batch_size=8", "--histogram_freq=0", "--verbose=2",
+              "--format=json"]
+
+
+def _one_line_error(r, fragment):
+  assert r.returncode != 0, r.stdout[-500:]
+  assert "Traceback" not in r.stderr, r.stderr[-2000:]
+  errors = [l for l in r.stderr.splitlines() if ": error: " in l]
+  assert len(errors) == 1 and fragment in errors[0], r.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def a_file(tmp_path_factory):
+  """A regular file: every output path under it is impossible."""
+  path = tmp_path_factory.mktemp("outputs") / "a_file"
+  path.write_text("x")
+  return path
+
+
+@pytest.mark.parametrize("tool, args, fragment", [
+    ("evaluate", ["--data_dir={cifar}", "--output={f}/r.json"], "cannot write --output"),
+    ("analyze", ["--output={f}/r.json"], "cannot write --output"),
+    ("sensitivity", ["--data_dir={cifar}", "--output_dir={f}/sens"], "cannot create --output_dir"),
+    ("compress", ["--weights={release}", "--output={f}/m.sqz"], "cannot write --output"),
+    ("export", ["--weights={release}", "--export_dir={f}/models"], "cannot create --export_dir"),
+    ("train", ["--data=embedded", "--model_dir={f}/run"], "cannot create --model_dir"),
+    ("dsd", ["--data=embedded", "--model_dir={f}/run"], "cannot create --model_dir"),
+    ("tune", ["--data=embedded", "--directory={f}/search"], "cannot create --directory"),
+])
+def test_unwritable_outputs_fail_before_the_work(tool, args, fragment, a_file, release_path):
+  cifar = shared_data_dir("cifar10_subset", "test")
+  r = run_tool(tool, *(a.format(f=a_file, cifar=cifar, release=release_path) for a in args))
+  _one_line_error(r, fragment)
+  assert "evaluating [" not in r.stderr and "measuring" not in r.stderr and "Epoch 1" not in r.stdout
+
+
+def _jpeg(rng, size=24) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(rng.integers(0, 256, (size, size, 3)).astype(np.uint8)).save(buf, "JPEG")
+  return buf.getvalue()
+
+
+def _png(rng, size=24) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(rng.integers(0, 256, (size, size, 3)).astype(np.uint8)).save(buf, "PNG")
+  return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bad_folder(tmp_path_factory):
+  """Two classes of 8 good images, plus a text file, a truncated JPEG and a truncated PNG."""
+  root = tmp_path_factory.mktemp("images")
+  rng = np.random.default_rng(3)
+  for cls in ("cats", "dogs"):
+    (root / cls).mkdir()
+    for i in range(8):
+      (root / cls / f"{i}.jpg").write_bytes(_jpeg(rng))
+  (root / "cats" / "notes.jpg").write_text("not an image\n")
+  (root / "cats" / "cut.jpg").write_bytes(_jpeg(rng)[:300])
+  (root / "dogs" / "cut.png").write_bytes(_png(rng)[:500])
+  return root
+
+
+def test_every_unreadable_image_is_counted_and_named(bad_folder, tmp_path):
+  r = run_tool("train", f"--data={bad_folder}", "--val_split=0.25", "--epochs=1", f"--model_dir={tmp_path}",
+               *TINY_TRAIN)
+  assert r.returncode == 0, r.stderr[-2000:]
+  d = last_json(r.stdout)
+  assert d["skipped"] == 3 and d["train_size"] + d["val_size"] == 16
+  named = "\n".join(d["skipped_files"])
+  for name, why in (("notes.jpg", "not a JPEG, PNG, GIF or BMP"), ("cut.jpg", "truncated JPEG"),
+                    ("cut.png", "truncated PNG")):
+    assert f"{name}: {why}" in named and name in r.stderr
+
+
+def test_strict_data_names_the_first_bad_file(bad_folder, tmp_path):
+  r = run_tool("train", f"--data={bad_folder}", "--strict_data", "--epochs=1", f"--model_dir={tmp_path}",
+               *TINY_TRAIN)
+  _one_line_error(r, "unreadable image")
+  assert any(n in r.stderr for n in ("notes.jpg", "cut.jpg", "cut.png"))
+
+
+def test_strict_data_names_an_image_damaged_inside(tmp_path):
+  """Whole on the outside (signature and end marker), broken inside: found when tf.data fails to decode."""
+  root = tmp_path / "data"
+  rng = np.random.default_rng(4)
+  for cls in ("a", "b"):
+    (root / cls).mkdir(parents=True)
+    for i in range(6):
+      (root / cls / f"{i}.jpg").write_bytes(_jpeg(rng))
+  broken = bytearray(_jpeg(rng))
+  at = broken.index(b"\xff\xc0")
+  broken[at + 5:at + 9] = b"\x00\x00\x00\x00"  # height and width 0 in the frame header
+  (root / "b" / "zero.jpg").write_bytes(bytes(broken))
+  r = run_tool("train", f"--data={root}", "--strict_data", "--val_split=0", "--epochs=1",
+               f"--model_dir={tmp_path / 'run'}", *TINY_TRAIN)
+  _one_line_error(r, "zero.jpg")
+
+
+def test_predict_classifies_what_it_can(release_path, sample_dir, synsets, tmp_path):
+  bad = tmp_path / "broken.jpg"
+  bad.write_bytes(b"\xff\xd8\xff" + b"\x00" * 50)
+  r = run_tool("predict", f"--weights={release_path}", f"--labels={synsets}", "--format=json",
+               str(sample_dir / "n02123394_Persian_cat.JPEG"), str(bad))
+  assert r.returncode == 1 and "Traceback" not in r.stderr
+  d = last_json(r.stdout)
+  assert [p["top"][0]["label"] for p in d["predictions"]] == ["Persian cat"]
+  assert [f["file"] for f in d["failed"]] == [str(bad)]
+  assert "1 of 2 images could not be classified" in r.stderr and "broken.jpg" in r.stderr
+
+
+def test_conflicting_strategy_flags_are_refused(tmp_path):
+  r = run_tool("train", "--data=embedded", "--strategy=mirrored", "--tpu=local", f"--model_dir={tmp_path}")
+  _one_line_error(r, "tpu='local' is given with strategy='mirrored'")
+
+
+def _wait_for(predicate, proc, seconds=300):
+  deadline = time.time() + seconds
+  while time.time() < deadline and proc.poll() is None:
+    if predicate():
+      return True
+    time.sleep(0.2)
+  return False
+
+
+def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "train.py"), "--data=embedded", "--epochs=50",
+                           "--steps_per_epoch=20", f"--model_dir={tmp_path}", *TINY_TRAIN],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+  history = tmp_path / "history.json"
+  assert _wait_for(lambda: history.exists() and json.load(open(history)), proc), "no epoch finished"
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+  assert err.strip().splitlines()[-1].endswith("interrupted; rerun the same command to resume from the last "
+                                               "finished epoch")
+
+
+def test_a_lost_peer_is_one_line_on_the_chief(tmp_path):
+  ports = []
+  for _ in range(2):
+    with socket.socket() as s:
+      s.bind(("127.0.0.1", 0))
+      ports.append(s.getsockname()[1])
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  procs = []
+  for i in range(2):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+               TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+    procs.append(subprocess.Popen([sys.executable, str(REPO / "tools" / "train.py"), "--data=embedded",
+                                   "--strategy=multi_worker_mirrored", "--epochs=50", "--steps_per_epoch=10",
+                                   f"--model_dir={tmp_path}", *TINY_TRAIN],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+  chief, worker = procs
+  history = tmp_path / "history.json"
+  try:
+    assert _wait_for(lambda: history.exists() and json.load(open(history)), chief), "no epoch finished"
+    worker.kill()
+    worker.wait()
+    _, err = chief.communicate(timeout=240)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert chief.returncode == 1 and "Traceback" not in err, err[-3000:]
+  assert "a worker of the multi-worker run stopped" in err and "resume from the last finished epoch" in err
