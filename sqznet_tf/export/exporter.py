@@ -107,7 +107,11 @@ def export(model, info, ref, cfg: ExportConfig, log: Callable[[str], None] = lam
     files["model.onnx"] = portable.onnx(model, cfg.opset)
 
   warmup = [read_bytes(p, "warm-up image") for p in cfg.warmup_images]
-  source = dict(src, ref=None if ref is None else str(ref))
+  # Where the weights came from, relative to the version folder (so that sqznet-verify-export finds
+  # them from anywhere, and no absolute path of the maker's machine is written).
+  local = ref is not None and os.path.exists(str(ref))
+  source = dict(src, ref=os.path.relpath(os.path.abspath(str(ref)), os.path.abspath(os.path.join(export_dir, str(version))))
+                if local else ref)
   meta = {"source": source, "weights_info": info.to_dict() if info else None, "labels_from": labels_from,
           "portable_files": sorted(files)}
   log(f"SavedModel version {version} in {export_dir}")

@@ -183,7 +183,11 @@ def reference_model(folder: str, weights=None, model: Optional[str] = None, over
   """The Keras model an export came from: the source it records, or `weights`/`model` given instead."""
   meta = serving.read_meta(folder)
   src = meta["source"]
-  ref = weights or src.get("ref") or src.get("weights")
+  ref = weights
+  if ref is None:
+    ref = src.get("ref") or src.get("weights")
+    if ref and ref != "imagenet" and ref not in configs.MODEL_CONFIGS and not os.path.isabs(ref):
+      ref = os.path.normpath(os.path.join(folder, ref))  # recorded relative to the version folder
   if model is None:
     model, overrides = src.get("architecture") or src.get("model"), dict(src.get("overrides") or {}, **(overrides or {}))
   if ref and ref not in ("imagenet",) and not os.path.exists(ref) and ref not in configs.MODEL_CONFIGS:

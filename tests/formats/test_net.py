@@ -159,3 +159,33 @@ def test_sparse_entries_bridge_long_gaps_with_fillers():
   # 0 -> 20: gap 19 = one filler (gap 15) + gap 3; 20 -> 39: gap 18 = filler + gap 2.
   assert codes.tolist() == [5, 0, 6, 0, 7] and gaps.tolist() == [0, 15, 3, 15, 2]
   assert (np.cumsum(gaps.astype(int) + 1) - 1)[[0, 2, 4]].tolist() == [0, 20, 39]
+
+
+def test_release_layer_table_is_squeezenet_v1_0():
+  """formats.net writes the release's layer table out (no model code); it is the registry's v1.0."""
+  from sqznet_tf.models import configs  # pylint: disable=g-import-not-at-top
+  cfg = configs.get_config("squeezenet_v1_0")
+  expected, in_ch = [("conv1", (96, 3, 7, 7))], cfg.conv1_filters
+  for ch in configs.fire_channels(cfg):
+    expected += [(f"{ch.name}_squeeze1x1", (ch.squeeze, in_ch, 1, 1)),
+                 (f"{ch.name}_expand1x1", (ch.expand1x1, ch.squeeze, 1, 1)),
+                 (f"{ch.name}_expand3x3", (ch.expand3x3, ch.squeeze, 3, 3))]
+    in_ch = ch.out_channels
+  expected.append(("conv10", (1000, in_ch, 1, 1)))
+  assert [(name, shape) for name, _, shape in dc.LAYERS] == expected
+
+
+def test_container_headers_hold_no_folder_of_the_maker(tmp_path, release_path):
+  """The same weights at two places give the same .sqz header: metadata names files, not folders."""
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  from sqznet_tf import loading  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.compression import container  # pylint: disable=g-import-not-at-top
+  configs = []
+  for folder in (tmp_path / "a", tmp_path / "somewhere" / "much" / "deeper"):
+    folder.mkdir(parents=True)
+    copy = folder / "compressed_SqueezeNet.net"
+    shutil.copy(release_path, copy)
+    model, info = loading.load_model(str(copy))
+    configs.append(json.dumps(container.model_config("squeezenet_v1_0_caffe", {"classes": 1000}, info)))
+  assert configs[0] == configs[1] and str(tmp_path) not in configs[0]

@@ -96,11 +96,14 @@ def test_export_and_verify_a_keras_model_and_a_sqz(forms):
   """sqznet-export takes a .keras model and a .sqz; sqznet-verify-export rebuilds its reference from
   what the export records (the .sqz) and finds the SavedModel equal to it."""
   root = forms["root"]
-  r = run_tool("export", f"--weights={forms['keras']}", f"--export_dir={root / 'exp_keras'}", "--format=json")
+  r = run_tool("export", f"--weights={forms['keras']}", f"--export_dir={root / 'exp_keras'}", "--tflite=float32",
+               "--tflite_sparsity=on", "--format=json")
   assert r.returncode == 0, r.stderr
-  assert os.path.exists(root / "exp_keras" / "1" / "saved_model.pb")
-  r = run_tool("export", f"--weights={forms['sqz']}", f"--export_dir={root / 'exp_sqz'}", "--format=json")
+  assert os.path.exists(root / "exp_keras" / "1" / "saved_model.pb") and last_json(r.stdout)["sparse"]
+  r = run_tool("export", f"--weights={forms['sqz']}", f"--export_dir={root / 'exp_sqz'}", "--tflite=float32,dynamic",
+               "--format=json")
   assert r.returncode == 0, r.stderr
+  assert not last_json(r.stdout)["sparse"]  # auto: a dense model is converted without the sparsity option
   meta = json.loads((root / "exp_sqz" / "1" / "assets.extra" / "sqznet_export.json").read_text())
   assert meta["source"]["architecture"] == "squeezenet_v1_1" and meta["source"]["overrides"] == {"batch_norm": True}
   assert meta["source"]["weights"] == "cifar8.sqz"  # a file name, not the maker's folders
@@ -110,8 +113,60 @@ def test_export_and_verify_a_keras_model_and_a_sqz(forms):
   d = last_json(r.stdout)
   rows = {row["format"]: row for row in d["rows"]}
   assert rows["saved_model:serving_default"]["max_abs_diff"] <= 1e-4 and not d["failures"]
+  assert rows["tflite:model_float32"]["pass"] and rows["tflite:model_dynamic"]["pass"]  # dynamic: top-1 check
+  assert rows["tflite:model_dynamic"]["check"].startswith("top-1 drop")
   # The version folder itself is a model form too: it loads with the weights the export holds.
   r = run_tool("evaluate", f"--weights={root / 'exp_sqz' / '1'}", f"--data_dir={forms['test_dir']}",
                f"--limit={LIMIT}", "--format=json")
   assert r.returncode == 0, r.stderr
   assert last_json(r.stdout)["top1"] == forms["compress_rows"][-1]["top1"]
+
+
+def test_verify_export_fails_on_what_does_not_match(forms):
+  """The checker is shown failing (exit 1, the failing check named) on an export whose reference
+  weights differ, whose TFLite file is another model's, and whose recorded preprocessing drifted."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  root = forms["root"]
+  if not (root / "exp_sqz" / "1").exists() or not (root / "exp_keras" / "portable").exists():
+    pytest.skip("needs the exports of test_export_and_verify_a_keras_model_and_a_sqz (same module)")
+  common = [f"--data_dir={forms['test_dir']}", "--limit=20", "--format=json"]
+
+  def verify(export_dir, *extra):
+    r = run_tool("verify_export", f"--export_dir={export_dir}", *common, *extra)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    return last_json(r.stdout)["failures"], r.stderr
+
+  # 1. Weights: the dense run folder is not what the 8-bit export holds.
+  failures, err = verify(root / "exp_sqz", f"--weights={forms['run']}")
+  assert any(f.startswith("saved_model:serving_bytes fails diff <= 0.0001") for f in failures), failures
+  assert "checks failed: saved_model:serving_bytes" in err
+  # 2. A TFLite file of another model (the dense .keras export's) in place of the export's own.
+  swapped = root / "exp_swapped"
+  shutil.copytree(root / "exp_sqz", swapped)
+  shutil.copy(root / "exp_keras" / "portable" / "1" / "model_float32.tflite", swapped / "portable" / "1")
+  failures, _ = verify(swapped)
+  assert [f.split(" fails")[0] for f in failures] == ["tflite:model_float32"], failures
+  # 3. The preprocessing the export records no longer is the one its graph applies.
+  drift = root / "exp_drift"
+  shutil.copytree(root / "exp_sqz", drift)
+  meta_path = drift / "1" / "assets.extra" / "sqznet_export.json"
+  meta = json.loads(meta_path.read_text())
+  meta["preprocessing"]["mean"] = [m + 20 for m in meta["preprocessing"]["mean"]]
+  meta_path.write_text(json.dumps(meta))
+  failures, _ = verify(drift)
+  assert any(f.startswith("saved_model:serving_default fails") for f in failures), failures
+
+
+def test_compress_layout_index_bits_and_per_layer(forms):
+  root = forms["root"]
+  r = run_tool("compress", f"--weights={forms['sqz']}", "--layout=sparse", "--index_bits=3",
+               f"--output={root / 'sparse3.sqz'}", f"--work_dir={root / 'c2'}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  coded = [t for t in last_json(r.stdout)["tensors"] if t["kind"] == "coded"]
+  assert coded and all(t["layout"] == "sparse" and t["index_bits"] == 3 for t in coded)
+  r = run_tool("compress", f"--weights={forms['sqz']}", "--layout=dense", "--noentropy", "--per_layer",
+               f"--output={root / 'dense.sqz'}", f"--work_dir={root / 'c3'}")
+  assert r.returncode == 0, r.stderr
+  rows = [l.split() for l in r.stdout.splitlines() if l.startswith(("conv1:0", "conv10:0", "fire2_squeeze1x1:0"))]
+  assert len(rows) == 3 and all(row[2] == "dense" for row in rows), r.stdout[-1500:]
+  assert "bits/weight" in r.stdout

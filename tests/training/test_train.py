@@ -131,11 +131,11 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
                           text=True, env=env)
   history = tmp_path / "history.json"
   deadline = time.time() + 300
+  checkpoint = tmp_path / "checkpoints" / "epoch-002.weights.h5"
   while time.time() < deadline and proc.poll() is None:
-    if history.exists() and len(json.load(open(history))) >= 2:
-      break
-    time.sleep(0.2)
-  time.sleep(1.0)  # into epoch 3
+    if checkpoint.exists():
+      break  # epoch 3 has started: the epoch checkpoint is written after the epoch's backup
+    time.sleep(0.05)
   assert proc.poll() is None, "training finished before it could be killed"
   proc.send_signal(signal.SIGKILL)
   proc.wait()
