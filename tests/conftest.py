@@ -98,3 +98,12 @@ def cifar_run(tmp_path_factory):
     result = train(config)
     done.write_text(json.dumps(dataclasses.asdict(result)), encoding="utf-8")
     return result
+
+
+def assert_figure(path, min_size=(200, 150), min_colours=3):
+  """A PNG that is a picture: big enough and not blank (more than `min_colours` colours drawn)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(path) as img:
+    assert img.format == "PNG" and img.width >= min_size[0] and img.height >= min_size[1], (path, img.size)
+    colours = img.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) >= min_colours, (path, colours[:5] if colours else None)

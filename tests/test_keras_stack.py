@@ -49,7 +49,11 @@ def test_keras_tuner_hypermodel_returns_builder_model():
 
   hp = kt.HyperParameters()
   model = Hyper().build(hp)
-  assert isinstance(model, keras.Model)
+  # keras-tuner checks what build() returns against ITS Keras: that must be Keras 2 (tf_keras), or
+  # every trial fails with "build() must return a Model". (isinstance alone could not fail here.)
+  from keras_tuner.src.backend import keras as tuner_keras  # pylint: disable=g-import-not-at-top
+  assert tuner_keras.models.Model is keras.Model
+  assert isinstance(model, tuner_keras.models.Model)
   assert model.get_layer("fire2_squeeze1x1").filters == 16
 
 

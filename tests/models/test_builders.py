@@ -143,6 +143,14 @@ def test_lrn_matches_caffe_formula():
   np.testing.assert_allclose(y, ref, rtol=1e-5)
 
 
+def test_the_documented_feature_extractor():
+  """docs/models.md: SqueezeNetV1_1(include_top=False, pooling="avg", input_shape=(None, None, 3))."""
+  features = sqznet_tf.SqueezeNetV1_1(include_top=False, pooling="avg", input_shape=(None, None, 3))
+  assert features.output_shape == (None, 512)
+  for side in (64, 97):  # any input size
+    assert features(np.zeros((2, side, side, 3), np.float32)).shape == (2, 512)
+
+
 def test_keras_applications_arguments():
   m = sqznet_tf.get_model("squeezenet_v1_1", include_top=False, pooling="avg", input_shape=(48, 48, 3))
   assert m.output_shape == (None, 512)

@@ -13,6 +13,7 @@ from sqznet_tf.errors import SqznetError
 from sqznet_tf.pruning import prune
 from sqznet_tf.pruning.dsd import DSDConfig, run_dsd
 from sqznet_tf.training.config import TrainConfig
+from tests.conftest import assert_figure
 
 MAP = {"fire*_expand3x3": 0.67, "fire*_squeeze1x1": 0.3, "conv10": 0.5}
 KEEP = ("conv1", "fire9_*")
@@ -152,7 +153,7 @@ def test_sparsity_plot(tmp_path, dsd_run):
   cfg, _, _ = dsd_run
   report = prune.sparsity_report(_load(cfg, os.path.join(cfg.model_dir, "phase2_sparse", "final.weights.h5")))
   prune.plot_sparsity(report, str(tmp_path / "sparsity.png"))
-  assert (tmp_path / "sparsity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert_figure(tmp_path / "sparsity.png")
 
 
 def test_polynomial_schedule_reaches_the_target_at_end_step():

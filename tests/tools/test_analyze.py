@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_figure
 
 TOOL = str(REPO / "tools" / "analyze.py")
 
@@ -65,6 +65,6 @@ def test_sparsity_report_of_real_weights(tmp_path, release_path):
   assert r.returncode == 0, r.stderr
   d = json.loads(r.stdout.strip().splitlines()[-1])
   assert round(d["kernel_sparsity"], 3) == 0.666 and len(d["sparsity_layers"]) == 26
-  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert_figure(png)
   r = run("--sparsity_png=x.png")
   assert r.returncode != 0 and "--sparsity_png needs --weights" in r.stderr

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import REPO, shared_data_dir
+from tests.conftest import REPO, shared_data_dir, assert_figure
 from tests.tools import last_json
 
 TUNE = str(REPO / "tools" / "tune.py")
@@ -38,7 +38,7 @@ def test_two_trial_search_on_cifar_rejects_the_big_one(tmp_path):
   assert big["params"] > 1_000_000 and f"params {big['params']:,} > 1,000,000" in big["note"]
   assert not os.path.exists(tmp_path / "search" / "trial_1" / "checkpoint.index")  # never trained
   project = tmp_path / "search"
-  assert (project / "search.png").read_bytes()[:4] == b"\x89PNG"
+  assert_figure(project / "search.png")
   assert json.loads((project / "results.json").read_text()) == d
   events = [f for _, _, fs in os.walk(project / "logs") for f in fs if f.startswith("events.out")]
   assert events  # TensorBoard logs (with HParams) per trial
@@ -111,3 +111,30 @@ def test_bad_input_fails_cleanly(tmp_path):
     r = run(*TINY, f"--directory={tmp_path}", *args)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert message in r.stderr, r.stderr
+
+
+def test_sweep_with_compute_and_size_budgets_and_hparams_logs(tmp_path):
+  """--sweep=sr (the paper's Figure 3 points) under --max_macs and --max_bytes: at 24 px with batch
+  norm, SR 0.125 costs 4,261,152 MACs and 326,560 bytes (Deep Compression at 0.334 / 6 bits), SR 0.25
+  7,374,112 and 627,743, SR 0.375 10,487,072 (sqznet-analyze); the limits below keep only 0.125."""
+  r = run(*TINY, "--sweep=sr", "--tuner=grid", "--max_trials=8", "--max_macs=9000000", "--max_bytes=500000",
+          f"--directory={tmp_path}")
+  assert r.returncode == 0, r.stderr
+  d = last_json(r.stdout)
+  trials = {t["values"]["squeeze_ratio"]: t for t in d["trials"]}
+  assert sorted(trials) == [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]
+  assert all(t["values"]["pct3x3"] == 0.5 for t in d["trials"])  # the sweep fixes the 3x3 share
+  assert trials[0.125]["status"] == "COMPLETED" and trials[0.125]["macs"] == 4_261_152
+  assert trials[0.25]["status"] == "REJECTED" and trials[0.25]["note"] == "over budget: bytes 627,743 > 500,000"
+  assert all(trials[sr]["status"] == "REJECTED" and trials[sr]["note"].startswith("over budget: macs ") for sr in trials if sr > 0.25)
+  # TensorBoard's HParams plugin gets each trained trial's hyperparameters.
+  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
+  logged = set()
+  for folder, _, files in os.walk(tmp_path / "search" / "logs"):
+    for f in files:
+      if f.startswith("events.out"):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, f)):
+          for v in event.summary.value:
+            if v.tag == "_hparams_/session_start_info":
+              logged.add(v.metadata.plugin_data.content)
+  assert logged and all(b"squeeze_ratio" in c and b"pct3x3" in c for c in logged)

@@ -92,6 +92,12 @@ def test_mirrored_on_two_logical_cpus(tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   d = last_json(r.stdout)
   assert d["replicas"] == 2 and d["epochs_run"] == 2
+  # It trained, across both replicas: the loss fell, and the saved weights are the trained ones.
+  assert d["history"]["1"]["loss"] < d["history"]["0"]["loss"], d["history"]
+  import sqznet_tf  # pylint: disable=g-import-not-at-top
+  import hashlib  # pylint: disable=g-import-not-at-top
+  m = sqznet_tf.load_model(str(tmp_path))[0]
+  assert hashlib.sha256(b"".join(w.tobytes() for w in m.get_weights())).hexdigest() == d["weights_sha256"]
 
 
 def _free_ports(n):
