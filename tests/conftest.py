@@ -107,3 +107,14 @@ def assert_figure(path, min_size=(200, 150), min_colours=3):
     assert img.format == "PNG" and img.width >= min_size[0] and img.height >= min_size[1], (path, img.size)
     colours = img.convert("RGB").getcolors(maxcolors=1 << 16)
     assert colours is None or len(colours) >= min_colours, (path, colours[:5] if colours else None)
+
+
+def class_subset(source, dest, per_class: int):
+  """A folder of links to the first `per_class` images of each class folder of `source` (fast and
+  small: for fine-tuning steps that never see more than that many photos)."""
+  dest = pathlib.Path(dest)
+  for cls in sorted(p for p in pathlib.Path(source).iterdir() if p.is_dir()):
+    (dest / cls.name).mkdir(parents=True, exist_ok=True)
+    for img in sorted(cls.iterdir())[:per_class]:
+      os.symlink(img, dest / cls.name / img.name)
+  return dest
