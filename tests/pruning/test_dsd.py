@@ -115,8 +115,12 @@ def test_dsd_phases(dsd_run):
     # Phase 3, first step: pruned weights exactly zero, survivors as at the end of phase 2.
     assert np.all(probe.first[name][mask] == 0), name
     np.testing.assert_array_equal(probe.first[name][~mask], sparse[name][~mask])
-  # After some steps of phase 3 the pruned positions have grown back.
-  assert any(np.any(probe.later[n][sparse[n] == 0] != 0) for n in pruned)
+  # After 8 steps of phase 3 the pruned positions have grown back, in every pruned layer. Measured
+  # (2026-12-02): all of them in 12 of the 15 layers, 11% in fire6-8_expand3x3 (units this
+  # short run leaves dead behind their ReLU get no gradient). Floors: 5% in every layer, and all
+  # of them in most layers.
+  regrown = {n: float(np.mean(probe.later[n][sparse[n] == 0] != 0)) for n in pruned}
+  assert min(regrown.values()) > 0.05 and sorted(regrown.values())[len(regrown) // 2] > 0.9, regrown
   assert os.path.exists(os.path.join(cfg.model_dir, "phase2_sparse", "logs", "pruning"))
   assert json.load(open(os.path.join(cfg.model_dir, "dsd_summary.json")))[1]["phase"] == "phase2_sparse"
 

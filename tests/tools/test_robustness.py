@@ -147,9 +147,12 @@ def _wait_for(predicate, proc, seconds=300):
 
 def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  # As at a terminal: SIGINT at its default. (A shell's background job, as CI may be, starts its
+  # children with SIGINT ignored, and Python then installs no KeyboardInterrupt handler.)
   proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "train.py"), "--data=embedded", "--epochs=50",
                            "--steps_per_epoch=20", f"--model_dir={tmp_path}", *TINY_TRAIN],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   history = tmp_path / "history.json"
   assert _wait_for(lambda: history.exists() and json.load(open(history)), proc), "no epoch finished"
   proc.send_signal(signal.SIGINT)
