@@ -68,10 +68,17 @@ def test_one_run_with_every_other_option(tmp_path, release_path):
 
 
 def test_random_resized_crop_changes_the_view():
-  """Two epochs of the same image give different crops (crop_flip and none are covered elsewhere)."""
-  spec = DataSpec(source="embedded", image_size=24, val_split=0.0, augmentation="random_resized_crop", seed=1,
-                  deterministic=True)
-  data = make_datasets(spec, batch_size=16)
-  first = [x.numpy() for x, _ in data.train.take(1)][0]
-  second = [x.numpy() for x, _ in data.train.take(1)][0]
-  assert first.shape == (16, 24, 24, 3) and not np.array_equal(first, second)
+  """The same images in the same order (same seed), without and with random resized crops: same
+  labels, other pixels; and the crops are reproducible for a seed."""
+  def first_batch(augmentation):
+    spec = DataSpec(source="embedded", image_size=24, val_split=0.0, augmentation=augmentation, seed=1,
+                    deterministic=True)
+    x, y = next(iter(make_datasets(spec, batch_size=16).train))
+    return x.numpy(), y.numpy()
+  plain, labels = first_batch("none")
+  cropped, labels_cropped = first_batch("random_resized_crop")
+  again, _ = first_batch("random_resized_crop")
+  assert cropped.shape == (16, 24, 24, 3)
+  np.testing.assert_array_equal(labels, labels_cropped)
+  assert not np.array_equal(plain, cropped)
+  np.testing.assert_array_equal(cropped, again)
