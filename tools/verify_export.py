@@ -60,8 +60,9 @@ def main(argv):
                             "pass": {True: "yes", False: "NO"}.get(r.get("pass"), "")} for r in out["rows"]],
                           ["export", "max |diff|", "top-1 agree", "top-1", "top-5", "bytes", "check", "pass"]))
     a, warmup = out["serving_default_vs_bytes"], out["warmup"]
-    print(f"\n{out['n']} photos ({out['skipped']} unreadable skipped). serving_default vs serving_bytes: max "
-          f"|diff| {a['max_abs_diff']:.2e}, top-1 agreement {a['top1_agreement']:.2%}.")
+    if a["max_abs_diff"] is not None:
+      print(f"\n{out['n']} photos ({out['skipped']} unreadable skipped). serving_default vs serving_bytes: max "
+            f"|diff| {a['max_abs_diff']:.2e}, top-1 agreement {a['top1_agreement']:.2%}.")
     print(f"Warm-up: {warmup['requests']} requests ({', '.join(warmup['signatures'])}), {warmup['failed']} failed.")
   if out["failures"]:
     sys.stderr.write(f"{os.path.basename(sys.argv[0])}: checks failed: {'; '.join(out['failures'])}\n")

@@ -126,21 +126,27 @@ def verify(version_dir: str, model, images: List[bytes], crops, labels=None, bat
 
   say("SavedModel through its serving signatures")
   session = check.ServingSession(version_dir)
+  errors = []  # a signature that is missing or does not take or give what this package exports
   try:
     def run(sig, key, values):
-      return np.concatenate([session.predict(sig, {key: values[i:i + batch_size]})["probabilities"]
-                             for i in range(0, len(values), batch_size)])
+      try:
+        return np.concatenate([session.predict(sig, {key: values[i:i + batch_size]})["probabilities"]
+                               for i in range(0, len(values), batch_size)])
+      except (check.ServingError, KeyError) as e:
+        errors.append(f"saved_model:{sig} fails its request: {str(e)[:200]}")
+        return None
     by_bytes = run("serving_bytes", "image_bytes", np.array(images, dtype=object))
     by_pixels = run("serving_default", "images", crops)
     by_uint8 = run("serving_uint8", "images", np.clip(np.round(crops), 0, 255).astype(np.uint8))
     warmup = replay_warmup(session, version_dir)
   finally:
     session.close()
-  rows += [_row("saved_model:serving_bytes", by_bytes, ref, labels),
-           _row("saved_model:serving_default", by_pixels, ref, labels),
-           _row("saved_model:serving_uint8", by_uint8, ref, labels)]
-  agree = {"max_abs_diff": float(np.abs(by_bytes - by_pixels).max()),
-           "top1_agreement": float(np.mean(by_bytes.argmax(1) == by_pixels.argmax(1)))}
+  for name, probs in (("serving_bytes", by_bytes), ("serving_default", by_pixels), ("serving_uint8", by_uint8)):
+    if probs is not None:
+      rows.append(_row(f"saved_model:{name}", probs, ref, labels))
+  agree = ({"max_abs_diff": float(np.abs(by_bytes - by_pixels).max()),
+            "top1_agreement": float(np.mean(by_bytes.argmax(1) == by_pixels.argmax(1)))}
+           if by_bytes is not None and by_pixels is not None else {"max_abs_diff": None, "top1_agreement": None})
 
   folder = portable_dir(version_dir)
   for path in sorted(glob.glob(os.path.join(folder, "*.tflite"))):
@@ -156,7 +162,7 @@ def verify(version_dir: str, model, images: List[bytes], crops, labels=None, bat
     rows.append(_row(f"onnx:{os.path.basename(path)[:-len('.onnx')]}", portable.onnx_predict(data, x), ref,
                      labels, len(data)))
   return {"n": len(images), "rows": [r.to_dict() for r in rows], "serving_default_vs_bytes": agree,
-          "warmup": warmup}
+          "warmup": warmup, "errors": errors}
 
 
 def export_preprocessing(version_dir: str):
@@ -211,6 +217,7 @@ def checks(result: dict, tolerance: float, max_top1_drop: float) -> List[str]:
       r["check"], r["pass"] = "", True
     if not r["pass"]:
       failures.append(f"{r['format']} fails {r['check']} (diff {r['max_abs_diff']:.2e}, top-1 {r['top1']})")
+  failures.extend(result.get("errors", []))
   warmup = result["warmup"]
   if warmup["failed"]:
     failures.append(f"{warmup['failed']} of {warmup['requests']} warm-up requests fail: {warmup['first_error']}")

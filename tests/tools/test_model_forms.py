@@ -124,7 +124,8 @@ def test_export_and_verify_a_keras_model_and_a_sqz(forms):
 
 def test_verify_export_fails_on_what_does_not_match(forms):
   """The checker is shown failing (exit 1, the failing check named) on an export whose reference
-  weights differ, whose TFLite file is another model's, and whose recorded preprocessing drifted."""
+  weights differ, whose TFLite file is another model's, whose recorded preprocessing drifted, and
+  whose signatures drifted."""
   import shutil  # pylint: disable=g-import-not-at-top
   root = forms["root"]
   if not (root / "exp_sqz" / "1").exists() or not (root / "exp_keras" / "portable").exists():
@@ -155,6 +156,16 @@ def test_verify_export_fails_on_what_does_not_match(forms):
   meta_path.write_text(json.dumps(meta))
   failures, _ = verify(drift)
   assert any(f.startswith("saved_model:serving_default fails") for f in failures), failures
+  # 4. The signatures drifted: a version re-saved with serving_default only.
+  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
+  sigs = root / "exp_one_signature"
+  restored = tf.saved_model.load(str(root / "exp_sqz" / "1"))
+  tf.saved_model.save(restored, str(sigs / "1"), signatures={"serving_default": restored.signatures["serving_default"]})
+  shutil.copytree(root / "exp_sqz" / "1" / "assets.extra", sigs / "1" / "assets.extra")
+  failures, _ = verify(sigs)
+  assert any(f.startswith("saved_model:serving_bytes fails its request") and "not found" in f
+             for f in failures), failures
+  assert any("warm-up requests fail" in f for f in failures), failures
 
 
 def test_compress_layout_index_bits_and_per_layer(forms):
