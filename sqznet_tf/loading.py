@@ -150,9 +150,7 @@ def _load_keras_weights(path: str, model: Optional[str], overrides: Optional[dic
   info = _info_for_weights(path)
   architecture, merged = _merge(info, model, overrides)
   net = _build(architecture, merged, classes, input_size, info)
-  if path.endswith(".h5") and not weights_lib.is_hdf5(path):
-    raise SqznetError(f"weights file {path!r} is not an HDF5 weights file (its first bytes are not HDF5's "
-                      "signature); expected Keras weights saved by this package")
+  weights_lib.check_hdf5(path)
   try:
     net.load_weights(path)
   except (ValueError, OSError) as e:

@@ -34,7 +34,6 @@ from sqznet_tf.errors import SqznetError
 SOURCES = ("folder", "tfrecord", "tfds", "embedded", "synthetic")
 AUGMENTATIONS = ("crop_flip", "random_resized_crop", "none")
 AUTOTUNE = tf.data.AUTOTUNE
-_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 EMBEDDED_TEST_PER_CLASS = 50  # 500 of the 5,000 digits are held out
 
 
@@ -114,16 +113,6 @@ class Datasets:
   preprocessing: prep_lib.Preprocessing
   files: Tuple[str, ...] = ()
   problems: List[str] = dataclasses.field(default_factory=list)
-
-
-def check_signature(path: str) -> bool:
-  """Whether a file starts like a JPEG, PNG, GIF or BMP."""
-  try:
-    with open(path, "rb") as f:
-      head = f.read(8)
-  except OSError:
-    return False
-  return any(head.startswith(s) for s in _SIGNATURES)
 
 
 def image_problem(path: str) -> Optional[str]:

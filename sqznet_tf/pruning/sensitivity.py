@@ -26,6 +26,7 @@ import numpy as np
 from sqznet_tf import reporting
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.io import save_figure, write_json_atomic
+from sqznet_tf.pruning.prune import _is_number  # pylint: disable=protected-access
 from sqznet_tf.pruning.prune import apply_map, check_layers, magnitude_prune_kernel, prunable_layers  # noqa: F401
 
 DEFAULT_SPARSITIES = (0.25, 0.5, 0.75, 0.9)
@@ -34,10 +35,6 @@ EvaluateFn = Callable[[object], float]
 
 # Drops are compared with the budget to this tolerance, so that 0.80 - 0.70 fits a budget of 0.1.
 _EPS = 1e-9
-
-
-def _is_number(v) -> bool:
-  return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
 
 
 def check_sparsities(sparsities: Sequence[float]) -> Tuple[float, ...]:

@@ -191,6 +191,13 @@ def is_hdf5(path) -> bool:
     return False
 
 
+def check_hdf5(path) -> None:
+  """SqznetError when a `.h5` file that exists is not HDF5 (e.g. text given as weights)."""
+  if str(path).endswith(".h5") and os.path.isfile(str(path)) and not is_hdf5(path):
+    raise SqznetError(f"weights file {str(path)!r} is not an HDF5 weights file (its first bytes are not HDF5's "
+                      "signature); expected Keras weights saved by this package")
+
+
 def is_container(weights) -> bool:
   """Whether `weights` names a `.sqz` container (by suffix or by its magic bytes)."""
   return str(weights).endswith(sqz.SUFFIX) or (os.path.isfile(str(weights)) and sqz.is_container(weights))
@@ -215,9 +222,7 @@ def load_weights(model, weights) -> Optional[WeightsInfo]:
     load_container(model, data, str(weights))
     info = container_info(data)
   else:
-    if str(weights).endswith(".h5") and os.path.isfile(str(weights)) and not is_hdf5(weights):
-      raise SqznetError(f"weights file {str(weights)!r} is not an HDF5 weights file (its first bytes are not "
-                        "HDF5's signature); expected Keras weights saved by this package")
+    check_hdf5(weights)
     try:
       model.load_weights(str(weights))
     except (ValueError, OSError) as e:
@@ -242,6 +247,6 @@ def attach_info(model, info: WeightsInfo) -> None:
 
 
 __all__ = ["IMAGENET_INFO", "INFO_SUFFIX", "RELEASE_URL", "WeightsInfo", "attach_info", "cache_dir",
-           "container_info", "fetch_imagenet", "is_container", "is_hdf5", "load_compressed", "load_container",
+           "check_hdf5", "container_info", "fetch_imagenet", "is_container", "is_hdf5", "load_compressed", "load_container",
            "load_weights", "read_info", "read_release", "release_info", "save_model", "save_weights", "weights_info",
            "write_info"]
