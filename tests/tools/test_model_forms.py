@@ -107,8 +107,10 @@ def test_export_and_verify_a_keras_model_and_a_sqz(forms):
   meta = json.loads((root / "exp_sqz" / "1" / "assets.extra" / "sqznet_export.json").read_text())
   assert meta["source"]["architecture"] == "squeezenet_v1_1" and meta["source"]["overrides"] == {"batch_norm": True}
   assert meta["source"]["weights"] == "cifar8.sqz"  # a file name, not the maker's folders
+  # 20 photos: one flipped top-1 is 5 points, so the quantized rows (serving_uint8, dynamic TFLite) get
+  # a 10-point allowance here; their accuracy is checked on the 500 photos in test_export.py.
   r = run_tool("verify_export", f"--export_dir={root / 'exp_sqz'}", f"--data_dir={forms['test_dir']}", "--limit=20",
-               "--format=json")
+               "--max_top1_drop=0.1", "--format=json")
   assert r.returncode == 0, r.stderr
   d = last_json(r.stdout)
   rows = {row["format"]: row for row in d["rows"]}
@@ -130,7 +132,7 @@ def test_verify_export_fails_on_what_does_not_match(forms):
   root = forms["root"]
   if not (root / "exp_sqz" / "1").exists() or not (root / "exp_keras" / "portable").exists():
     pytest.skip("needs the exports of test_export_and_verify_a_keras_model_and_a_sqz (same module)")
-  common = [f"--data_dir={forms['test_dir']}", "--limit=20", "--format=json"]
+  common = [f"--data_dir={forms['test_dir']}", "--limit=20", "--max_top1_drop=0.1", "--format=json"]
 
   def verify(export_dir, *extra):
     r = run_tool("verify_export", f"--export_dir={export_dir}", *common, *extra)
@@ -140,7 +142,7 @@ def test_verify_export_fails_on_what_does_not_match(forms):
   # 1. Weights: the dense run folder is not what the 8-bit export holds.
   failures, err = verify(root / "exp_sqz", f"--weights={forms['run']}")
   assert any(f.startswith("saved_model:serving_bytes fails diff <= 0.0001") for f in failures), failures
-  assert "checks failed: saved_model:serving_bytes" in err
+  assert "checks failed: " in err and "saved_model:serving_bytes fails" in err
   # 2. A TFLite file of another model (the dense .keras export's) in place of the export's own.
   swapped = root / "exp_swapped"
   shutil.copytree(root / "exp_sqz", swapped)
