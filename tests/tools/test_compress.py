@@ -22,7 +22,7 @@ def test_six_bit_release_is_under_470_kib_within_a_point(release_path, sample_di
   assert loaded["stage"] == "loaded" and encoded["stage"].startswith("encoded")
   assert encoded["file_bytes"] == os.path.getsize(out) <= 470 * 1024
   assert loaded["top1"] > 0.6  # the decoded release on the 500 photos (65.6% measured)
-  assert encoded["top1"] >= loaded["top1"] - 0.01, (loaded, encoded)
+  assert round(500 * encoded["top1"]) >= round(500 * loaded["top1"]) - 5, (loaded, encoded)  # a point of 500
   assert encoded["density"] == loaded["density"] < 0.35  # the release's sparsity is kept
   conv10 = next(t for t in d["tensors"] if t["name"] == "conv10:0")
   assert conv10["layout"] == "sparse" and conv10["huffman"] and conv10["bits_per_weight"] < 2

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from tests.conftest import shared_data_dir
+from tests.conftest import photos_apart, shared_data_dir
 from tests.tools import last_json, run_tool
 
 LIMIT = 100  # test photos per evaluation, round-robin over the 10 classes
@@ -63,7 +63,7 @@ def test_the_compress_run_folder_loads_as_its_sqz(forms):
   assert r.returncode == 0, r.stderr
   encoded = forms["compress_rows"][-1]
   assert last_json(r.stdout)["top1"] == encoded["top1"]
-  assert abs(encoded["top1"] - forms["compress_rows"][0]["top1"]) <= 0.02
+  assert photos_apart(encoded["top1"], forms["compress_rows"][0]["top1"], LIMIT) <= 2
 
 
 def test_predict_names_cifar_classes_from_a_sqz(forms):
