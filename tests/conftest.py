@@ -68,36 +68,89 @@ def pretrained(models, release_path):
   return models.get("squeezenet_v1_0_caffe", 227, weights=str(release_path))
 
 
-@pytest.fixture(scope="session")
-def cifar_run(tmp_path_factory):
-  """SqueezeNet v1.1 (batch norm) trained 4 epochs on the real CIFAR-10 subset at 32 px.
+# The shared CIFAR-10 run: sqznet-train as a user runs it, started in the background when the session
+# starts (by the xdist controller, or by pytest itself without xdist) so that no worker sits idle
+# while it trains; the tests that use it wait for its exit status. Files that use `cifar_run`:
+CIFAR_RUN_USERS = ("tests/training/test_train.py", "tests/tools/test_model_forms.py",
+                   "tests/tools/test_compress.py")
+CIFAR_RUN_ENV = "SQZNET_TEST_CIFAR_RUN"  # the run's folder, inherited by the xdist workers
+CIFAR_RUN_FLAGS = ("--batch_norm", "--image_size=32", "--batch_size=64", "--epochs=4", "--learning_rate=0.04",
+                   "--verbose=0")
+_background = []
 
-  Trained once per test run: under pytest-xdist (`make test` runs two workers) the first worker
-  that asks trains it under a file lock in the run's shared temporary folder, the other reads it.
+
+def _wants_cifar_run(config) -> bool:
+  """Whether the selected paths include a file that uses the shared run (`-k` is not looked at)."""
+  root = pathlib.Path(config.rootpath)
+  for arg in config.args or ["tests"]:
+    path = (pathlib.Path(config.invocation_params.dir) / arg.split("::")[0]).resolve()
+    for user in CIFAR_RUN_USERS:
+      target = (root / user).resolve()
+      if target == path or path in target.parents:
+        return True
+  return False
+
+
+def pytest_configure(config):
+  import shutil  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  if hasattr(config, "workerinput") or os.environ.get(CIFAR_RUN_ENV) or not _wants_cifar_run(config):
+    return
+  root = pathlib.Path(os.environ.get("SQZNET_SHARED_DATA", REPO.parent / "shared" / "data")) / "cifar10_subset"
+  if not (root / "train").is_dir() or not (root / "test").is_dir():
+    return  # the fixture skips (or fails under SQZNET_REQUIRE_SHARED_DATA=1)
+  work = pathlib.Path(tempfile.mkdtemp(prefix="sqznet-test-cifar-"))
+  model_dir = work / "cifar_run"
+  os.environ[CIFAR_RUN_ENV] = str(model_dir)
+  cmd = [sys.executable, str(REPO / "tools" / "train.py"), f"--data={root / 'train'}", f"--val_data={root / 'test'}",
+         f"--model_dir={model_dir}", *CIFAR_RUN_FLAGS]
+  # The exit status goes to a file the workers can read; the shell writes it once training exits.
+  script = " ".join(f"'{a}'" for a in cmd) + f" > '{work / 'train.log'}' 2>&1; echo $? > '{work / 'rc.tmp'}'" \
+      + f" && mv '{work / 'rc.tmp'}' '{work / 'rc'}'"
+  proc = subprocess.Popen(["sh", "-c", script], env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+                          start_new_session=True)
+  _background.append((proc, work, shutil))
+
+
+def pytest_unconfigure(config):
+  del config
+  import signal  # pylint: disable=g-import-not-at-top
+  for proc, work, shutil in _background:
+    if proc.poll() is None:
+      os.killpg(proc.pid, signal.SIGTERM)
+      proc.wait()
+    shutil.rmtree(work, ignore_errors=True)
+  _background.clear()
+
+
+@pytest.fixture(scope="session")
+def cifar_run():
+  """SqueezeNet v1.1 (batch norm) trained 4 epochs by sqznet-train on the real CIFAR-10 subset at 32 px.
+
+  Returns its summary.json as a TrainResult. The run was started in the background when the session
+  started (see pytest_configure); this waits for it (bounded) and fails with its log if it failed.
   """
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  import fcntl  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.data.pipeline import DataSpec  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.training.config import TrainConfig  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.training.train import TrainResult, train  # pylint: disable=g-import-not-at-top
-  train_dir = shared_data_dir("cifar10_subset", "train")
-  test_dir = shared_data_dir("cifar10_subset", "test")
-  root = tmp_path_factory.getbasetemp()
-  if os.environ.get("PYTEST_XDIST_WORKER"):
-    root = root.parent  # shared by the workers of this run
-  model_dir = root / "cifar_run"
-  with open(root / "cifar_run.lock", "w", encoding="utf-8") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    done = root / "cifar_run.json"
-    if done.exists():
-      return TrainResult(**json.loads(done.read_text(encoding="utf-8")))
-    config = TrainConfig(model="squeezenet_v1_1", overrides={"batch_norm": True},
-                         data=DataSpec("folder", str(train_dir), val_path=str(test_dir), image_size=32),
-                         batch_size=64, epochs=4, learning_rate=0.04, model_dir=str(model_dir), verbose=0)
-    result = train(config)
-    done.write_text(json.dumps(dataclasses.asdict(result)), encoding="utf-8")
-    return result
+  import time  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.training.train import TrainResult  # pylint: disable=g-import-not-at-top
+  shared_data_dir("cifar10_subset", "train")  # skips (or fails) without the shared data
+  shared_data_dir("cifar10_subset", "test")
+  if not os.environ.get(CIFAR_RUN_ENV):
+    pytest.fail(f"the shared CIFAR-10 run was not started: add the test's file to CIFAR_RUN_USERS in {__file__}")
+  model_dir = pathlib.Path(os.environ[CIFAR_RUN_ENV])
+  rc_file, deadline = model_dir.parent / "rc", time.monotonic() + 1200
+  while not rc_file.exists():
+    if time.monotonic() > deadline:
+      pytest.fail(f"the shared CIFAR-10 run did not finish in 20 minutes: {model_dir.parent / 'train.log'}")
+    time.sleep(0.5)
+  log = (model_dir.parent / "train.log").read_text(encoding="utf-8", errors="replace")
+  if rc_file.read_text().strip() != "0":
+    pytest.fail(f"sqznet-train exited {rc_file.read_text().strip()}:\n{log[-3000:]}")
+  summary = json.loads((model_dir / "summary.json").read_text(encoding="utf-8"))
+  fields = TrainResult.__dataclass_fields__
+  return TrainResult(**{k: v for k, v in summary.items() if k in fields})
 
 
 def assert_figure(path, min_size=(200, 150), min_colours=3):

@@ -47,21 +47,24 @@ def test_serving_bytes_puts_the_cat_first(exported, sample_dir):
   assert top["labels"][0] == "Persian cat" and top["classes"][0] == 283 and len(top["labels"]) == 5
 
 
-def test_every_export_matches_keras_on_the_500_photos(exported, sample_dir, synsets):
+def test_every_export_matches_keras_on_200_photos(exported, sample_dir, synsets):
+  # 200 of the 500 photos (round-robin over their classes): the release's accuracy on all 500 is
+  # held by tests/test_evaluation.py; here each exported form is compared with the Keras model.
   export_dir, _ = exported
   r = run("verify_export", f"--export_dir={export_dir}", f"--data_dir={sample_dir}", f"--labels={synsets}",
-          "--format=json")
+          "--limit=200", "--format=json")
   assert r.returncode == 0, r.stderr
   d = last_json(r.stdout)
   rows = {row["format"]: row for row in d["rows"]}
-  assert d["n"] == 500 and d["skipped"] == 0 and d["failures"] == []
+  assert d["n"] == 200 and d["skipped"] == 0 and d["failures"] == []
   keras = rows["keras"]
-  assert 0.6 < keras["top1"] < 0.7  # 65.6% measured
+  assert photos_apart(keras["top1"], 0.73, 200) <= 2  # 146 of 200 measured (2026-12-02)
   for name in ("saved_model:serving_bytes", "saved_model:serving_default"):
-    assert photos_apart(rows[name]["top1"], keras["top1"], 500) <= 1 and rows[name]["max_abs_diff"] <= 1e-5, rows[name]
+    assert photos_apart(rows[name]["top1"], keras["top1"], 200) <= 1 and rows[name]["max_abs_diff"] <= 1e-5, rows[name]
   assert d["serving_default_vs_bytes"]["top1_agreement"] == 1.0
   assert rows["tflite:model_float32"]["max_abs_diff"] <= 1e-4 and rows["onnx:model"]["max_abs_diff"] <= 1e-4
-  assert rows["tflite:model_float32"]["top1"] - rows["tflite:model_int8"]["top1"] <= 0.02
+  # int8 loses 3 of 200 photos to float32 (measured); 6 is the margin.
+  assert round(200 * (rows["tflite:model_float32"]["top1"] - rows["tflite:model_int8"]["top1"])) <= 6, rows
   assert d["warmup"] == {"requests": 3, "failed": 0, "first_error": None,
                          "signatures": ["serving_bytes", "serving_default", "serving_uint8"]}
 
