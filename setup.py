@@ -17,6 +17,8 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["sqznet_tf", "sqznet_tf.*"]) + ["sqznet_tf.tools"],
     package_dir={"sqznet_tf.tools": "tools"},
+    # Weights the package ships (`weights="cifar10"`): a compressed .sqz of a few hundred KB.
+    package_data={"sqznet_tf.weights": ["pretrained/*.sqz"]},
     # Ranges that work together; constraints.txt pins the exact set CI installs. See BUILD_NOTES.md.
     install_requires=[
         "tensorflow>=2.21,<2.22",

@@ -117,7 +117,7 @@ def define_labels_flag() -> None:
 
 
 def define_preprocessing_flag(default=None) -> None:
-  flags.DEFINE_enum("preprocessing", default, list(preprocessing.PRESETS), "Normalisation preset (caffe, torch, tf)"
+  flags.DEFINE_enum("preprocessing", default, list(preprocessing.PRESETS), "Normalisation preset (caffe, torch, tf, cifar)"
                     + ("; default: the one stored with the weights (caffe for the release)." if default is None else "."))
 
 
@@ -216,7 +216,8 @@ def check_outputs(files=(), folders=()) -> None:
 
 OVERRIDE_FLAGS = ("squeeze_ratio", "pct3x3", "base_e", "incr_e", "freq", "bypass", "conv1_filters",
                   "conv1_kernel", "conv1_stride", "conv10_padding", "batch_norm")
-MODEL_FORMS = ("'imagenet' (the Deep Compression release, via the Keras cache), a .net file, a .sqz container, "
+MODEL_FORMS = ("'imagenet' (the Deep Compression release, via the Keras cache), 'cifar10' (squeezenet_v1_1_cifar "
+               "trained on CIFAR-10, shipped with the package), a .net file, a .sqz container, "
                "Keras weights (.h5) saved by this package (a pruning/clustering checkpoint included), a .keras "
                "model, a sqznet-train/-dsd/-compress run folder, or a SavedModel folder (sqznet-train's "
                "saved_model/, a sqznet-export version)")
@@ -365,8 +366,10 @@ def define_training_data_flags(data: str = "embedded") -> None:
   define_label_offset_flag()
   flags.DEFINE_integer("image_size", 32, "Network input side in pixels (crop size).", lower_bound=8)
   define_preprocessing_flag("caffe")
-  flags.DEFINE_enum("augmentation", "crop_flip", ["crop_flip", "random_resized_crop", "none"],
-                    "crop_flip: random crop + horizontal flip (the paper's).")
+  flags.DEFINE_enum("augmentation", "crop_flip", ["crop_flip", "pad_crop_flip", "random_resized_crop", "none"],
+                    "crop_flip: random crop of the resized image + horizontal flip (the paper's); "
+                    "pad_crop_flip: 4 reflected pixels around the image, a random crop back to its size "
+                    "+ flip (CIFAR).")
   flags.DEFINE_bool("deterministic", False, "Fixed element order in the input pipeline (slower).")
   flags.DEFINE_bool("strict_data", False, "Stop at the first unreadable image instead of skipping it.")
 

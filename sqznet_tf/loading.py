@@ -5,6 +5,7 @@
   a registry name            the architecture with fresh weights ("squeezenet_v1_1")
   "imagenet", a `.net` file  the Deep Compression release (SqueezeNet v1.0, Caffe layout)
   a `.sqz` container         it names its own architecture, builder arguments and metadata
+  "cifar10"                  the `.sqz` the package ships (squeezenet_v1_1_cifar on CIFAR-10)
   Keras weights (`.h5`)      saved by this package, metadata beside them (`<file>.sqznet.json`),
                              else from their run folder; an epoch checkpoint of a pruning or
                              clustering phase is loaded with its tfmot wrappers and stripped
@@ -40,7 +41,7 @@ FINAL_WEIGHTS = "final.weights.h5"
 DSD_PHASES = ("phase3_dense", "phase2_sparse", "phase1_dense")  # the last finished one is loaded
 COMPRESS_RECORD = "compress.json"
 EXPORT_META = os.path.join("assets.extra", "sqznet_export.json")
-FORMS = ("a registry name, 'imagenet', a .net or .sqz file, Keras weights (.h5), a .keras model, a "
+FORMS = ("a registry name, 'imagenet', 'cifar10', a .net or .sqz file, Keras weights (.h5), a .keras model, a "
          "sqznet-train/-dsd/-compress run folder or a SavedModel folder")
 
 _SOURCE_ATTR = "_sqznet_source"
@@ -299,7 +300,7 @@ def load_model(ref, *, model: Optional[str] = None, overrides: Optional[dict] = 
     if not model:
       raise SqznetError(f"nothing to load: give a model reference ({FORMS})")
     return _attach(_build(model, dict(overrides or {}), classes, input_size, None), None, model, overrides)
-  ref = os.fspath(ref)
+  ref = os.fspath(weights_lib.resolve(os.fspath(ref)))  # a shipped name ("cifar10") is its .sqz file
   if ref in configs.MODEL_CONFIGS and not os.path.exists(ref):
     if model and model != ref:
       raise SqznetError(f"model {ref!r} and architecture {model!r} disagree")
@@ -355,8 +356,12 @@ def describe_source(model, ref) -> dict:
   ref = None if ref is None else os.fspath(ref)
   return {"architecture": src.get("architecture"), "overrides": src.get("overrides", {}),
           "classes": int(model.output_shape[-1]), "input_size": int(model.input_shape[1]),
-          "weights": ref if ref in (None, "imagenet") or ref in configs.MODEL_CONFIGS
+          "weights": ref if ref in (None, "imagenet") or ref in configs.MODEL_CONFIGS or _is_shipped_name(ref)
           else os.path.basename(ref.rstrip("/" + os.sep))}
+
+
+def _is_shipped_name(ref: str) -> bool:
+  return ref in weights_lib.PRETRAINED and not os.path.exists(ref)
 
 
 __all__ = ["COMPRESS_RECORD", "EXPORT_META", "FORMS", "describe_source", "load_model", "source_of"]

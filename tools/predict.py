@@ -22,7 +22,7 @@ from sqznet_tf.errors import SqznetError  # noqa: E402
 FLAGS = flags.FLAGS
 
 sq_flags.define_model_flags()
-sq_flags.define_labels_flag()  # without it classes are printed as numbers
+sq_flags.define_labels_flag()  # without it: the names the weights carry, else class numbers
 sq_flags.define_top_k_flag()
 sq_flags.define_preprocessing_flags(full=False)
 sq_flags.define_output_flags(output=False)
@@ -31,12 +31,14 @@ sq_flags.define_output_flags(output=False)
 def main(argv):
   from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
   from sqznet_tf.data.preprocessing import Preprocessor  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.formats.labels import read_labels  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.formats.labels import read_labels, stored_labels  # pylint: disable=g-import-not-at-top
   files = argv[1:]
   if not files:
     raise SqznetError("no image files given; usage: sqznet-predict [flags] IMAGE [IMAGE ...]")
   labels = read_labels(FLAGS.labels) if FLAGS.labels else None
   model, info = sq_flags.load_model_from_flags()
+  if labels is None and info is not None:
+    labels = stored_labels(info.labels, int(model.output_shape[-1]))  # e.g. CIFAR-10's class names
   prep = sq_flags.preprocessing_from_flags(info, model)
   results, failed = evaluation.predict_each(model, files, Preprocessor(prep, FLAGS.resize_backend), labels,
                                             FLAGS.top_k)
@@ -44,7 +46,7 @@ def main(argv):
     reporting.print_json({"predictions": results, "failed": failed})
   else:
     if labels is None:
-      reporting.progress("no --labels given: classes are shown as numbers")
+      reporting.progress("no --labels given and the weights carry no class names: classes are shown as numbers")
     for r in results:
       print(r["file"])
       for rank, t in enumerate(r["top"], 1):

@@ -32,7 +32,8 @@ from sqznet_tf.data import sources
 from sqznet_tf.errors import SqznetError
 
 SOURCES = ("folder", "tfrecord", "tfds", "embedded", "synthetic")
-AUGMENTATIONS = ("crop_flip", "random_resized_crop", "none")
+AUGMENTATIONS = ("crop_flip", "pad_crop_flip", "random_resized_crop", "none")
+PAD = 4  # pixels of reflected border around each side for pad_crop_flip (the CIFAR recipe)
 AUTOTUNE = tf.data.AUTOTUNE
 EMBEDDED_TEST_PER_CLASS = 50  # 500 of the 5,000 digits are held out
 
@@ -48,7 +49,9 @@ class DataSpec:
     val_split: share of the training data held out for validation when there is no val_path.
     image_size: side of the network input (pixels).
     preprocessing: normalisation preset name (caffe, torch, tf).
-    augmentation: crop_flip (paper), random_resized_crop, or none.
+    augmentation: crop_flip (paper: a random crop of the resized image and a mirror),
+      pad_crop_flip (CIFAR: the image with 4 reflected pixels on each side, cropped back to its
+      size at random, and a mirror), random_resized_crop, or none.
     seed: shuffle and augmentation seed.
     deterministic: keep element order fixed under parallel map (slower).
     cache_bytes: cache decoded, resized images in memory when they take at most this many bytes.
@@ -215,10 +218,13 @@ def _augmenter(spec: DataSpec, resize_size: int):
 
   def train_map(images, labels, seed):
     n = tf.shape(images)[0]
-    if spec.augmentation == "crop_flip":
+    if spec.augmentation in ("crop_flip", "pad_crop_flip"):
       # A random window per image and a random mirror, as index gathers (flip = reversed columns).
-      offs = tf.random.stateless_uniform([n, 2], seed=seed, minval=0, maxval=resize_size - size + 1,
-                                         dtype=tf.int32)
+      side = resize_size
+      if spec.augmentation == "pad_crop_flip":
+        images = tf.pad(images, [[0, 0], [PAD, PAD], [PAD, PAD], [0, 0]], mode="REFLECT")
+        side += 2 * PAD
+      offs = tf.random.stateless_uniform([n, 2], seed=seed, minval=0, maxval=side - size + 1, dtype=tf.int32)
       flip = tf.random.stateless_uniform([n], seed=seed + 1) < 0.5
       steps = tf.range(size)
       rows = offs[:, :1] + steps[None, :]

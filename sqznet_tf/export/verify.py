@@ -18,6 +18,7 @@ from typing import List, Optional
 import numpy as np
 
 from sqznet_tf import loading
+from sqznet_tf import weights as weights_lib
 from sqznet_tf._keras import tf
 from sqznet_tf.compression import tflite
 from sqznet_tf.data.preprocessing import (ImageDecodeError, Preprocessing, decode_image_tf, normalise,
@@ -192,11 +193,13 @@ def reference_model(folder: str, weights=None, model: Optional[str] = None, over
   ref = weights
   if ref is None:
     ref = src.get("ref") or src.get("weights")
-    if ref and ref != "imagenet" and ref not in configs.MODEL_CONFIGS and not os.path.isabs(ref):
+    if ref and ref != "imagenet" and ref not in configs.MODEL_CONFIGS and ref not in weights_lib.PRETRAINED \
+        and not os.path.isabs(ref):
       ref = os.path.normpath(os.path.join(folder, ref))  # recorded relative to the version folder
   if model is None:
     model, overrides = src.get("architecture") or src.get("model"), dict(src.get("overrides") or {}, **(overrides or {}))
-  if ref and ref not in ("imagenet",) and not os.path.exists(ref) and ref not in configs.MODEL_CONFIGS:
+  if ref and ref not in ("imagenet",) and not os.path.exists(ref) and ref not in configs.MODEL_CONFIGS \
+      and ref not in weights_lib.PRETRAINED:
     raise SqznetError(f"the export records its weights as {ref!r}, which is not here; pass --weights=PATH")
   return loading.load_model(ref, model=model, overrides=overrides, classes=src.get("classes"),
                             input_size=src.get("input_size"))[0], ref

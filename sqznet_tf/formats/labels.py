@@ -59,3 +59,12 @@ def wnid_of_filename(name: str) -> Optional[str]:
   """'n01440764_tench.JPEG' -> 'n01440764'; None when the name does not start with a WordNet id."""
   m = WNID_PREFIX.match(os.path.basename(name))
   return m.group(1) if m else None
+
+
+def stored_labels(stored: str, classes: int) -> Optional[Labels]:
+  """The class names weights metadata carries (`WeightsInfo.labels`: the names joined by ","),
+  when they are names of exactly `classes` classes; else None (a description or a path)."""
+  names = stored.split(",") if stored else []
+  if len(names) == classes and all(n.strip() for n in names):
+    return Labels([n.strip() for n in names], source="the weights' metadata")
+  return None

@@ -92,6 +92,9 @@ PRESETS = {
                            mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
     "tf": Preprocessing(mode="tf", crop_size=224, resize_size=256, resize="shorter_side", antialias=True,
                         channel_order="RGB", scale=1 / 127.5, mean=(1.0, 1.0, 1.0)),
+    # 32x32 CIFAR images as they are (no resize, no crop), RGB, CIFAR-10 channel mean and std.
+    "cifar": Preprocessing(mode="cifar", crop_size=32, resize_size=32, channel_order="RGB", scale=1 / 255.0,
+                           mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
 }
 
 

@@ -46,6 +46,16 @@ def split_kwargs(kwargs):
   return builder_args, overrides
 
 
+def _shipped_classes(weights) -> int:
+  """Classes of shipped weights named by `weights` ("cifar10"), else 0."""
+  import os  # pylint: disable=g-import-not-at-top
+  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
+  if isinstance(weights, (str, os.PathLike)) and os.fspath(weights) in weights_lib.PRETRAINED \
+      and not os.path.exists(os.fspath(weights)):
+    return weights_lib.PRETRAINED[os.fspath(weights)][2]
+  return 0
+
+
 def get_model(model_name: str, /, **kwargs):
   """Builds the registered model `model_name`.
 
@@ -55,8 +65,12 @@ def get_model(model_name: str, /, **kwargs):
 
   Example:
     model = get_model("squeezenet_v1_0", squeeze_ratio=0.75, classes=10, input_shape=(64, 64, 3))
+    model = get_model("squeezenet_v1_1_cifar", weights="cifar10")  # shipped, trained on CIFAR-10
   """
   builder_args, overrides = split_kwargs(kwargs)
+  shipped = _shipped_classes(builder_args.get("weights"))
+  if shipped and "classes" not in builder_args:
+    builder_args["classes"] = shipped  # get_model("squeezenet_v1_1_cifar", weights="cifar10"): 10 classes
   return build(get_config(model_name, **overrides), **builder_args)
 
 

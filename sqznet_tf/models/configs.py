@@ -57,7 +57,9 @@ class SqueezeNetConfig:
 
   Attributes:
     name: registry name.
-    conv1_filters, conv1_kernel, conv1_stride: the first conv (no padding).
+    conv1_filters, conv1_kernel, conv1_stride: the first conv.
+    conv1_padding: zero padding of the first conv: 0 in the published networks; 1 with a 3x3
+      stride-1 conv1 keeps a 32x32 CIFAR image at full resolution (the small-image stem).
     pool_after: layers followed by a 3x3 stride-2 max pool with Caffe's ceil rounding.
     base_e, incr_e, freq, pct3x3, squeeze_ratio: the paper's metaparameters.
     bypass: "none", "simple" (identity around fire3, 5, 7, 9) or "complex" (plus a 1x1 conv
@@ -73,6 +75,7 @@ class SqueezeNetConfig:
   conv1_filters: int = 96
   conv1_kernel: int = 7
   conv1_stride: int = 2
+  conv1_padding: int = 0
   pool_after: Tuple[str, ...] = ("conv1", "fire4", "fire8")
   base_e: int = 128
   incr_e: int = 128
@@ -150,6 +153,7 @@ def validate_squeezenet_config(c: SqueezeNetConfig) -> None:
   for field in ("conv1_filters", "conv1_kernel", "conv1_stride", "base_e", "freq"):
     _check_int(field, getattr(c, field), 1, m)
   _check_int("incr_e", c.incr_e, 0, m)
+  _check_int("conv1_padding", c.conv1_padding, 0, m)
   if isinstance(c.squeeze_ratio, bool) or not isinstance(c.squeeze_ratio, (int, float)) or not c.squeeze_ratio > 0:
     raise SqznetError(f"squeeze_ratio={c.squeeze_ratio!r} is not accepted for {m}; expected a number > 0 "
                       "(the paper sweeps 0.125 to 1.0)")
@@ -244,7 +248,7 @@ def pool_out_ceil(size: int, kernel: int = 3, stride: int = 2) -> int:
 def squeezenet_feature_sizes(config: SqueezeNetConfig, input_size: int) -> Dict[str, int]:
   """Spatial side of each main layer's output for a square input, by Caffe's rules."""
   sizes = {}
-  s = conv_out(input_size, config.conv1_kernel, config.conv1_stride)
+  s = conv_out(input_size, config.conv1_kernel, config.conv1_stride, config.conv1_padding)
   sizes["conv1"] = s
   names = ["conv1"] + [f"fire{i + 2}" for i in range(NUM_FIRE_MODULES)]
   for n in names:
@@ -317,6 +321,12 @@ MODEL_CONFIGS: Dict[str, ModelConfig] = {
                                                          bypass="simple"),
     "squeezenet_v1_1_complex_bypass": dataclasses.replace(_V1_1, name="squeezenet_v1_1_complex_bypass",
                                                           bypass="complex"),
+    # SqueezeNet v1.1 for 32x32 images (CIFAR-10): a 3x3 stride-1 conv1 with padding 1 instead of
+    # stride 2, so the 32x32 image is not halved before the first pool; the v1.1 pools after
+    # conv1, fire3 and fire5 (32 -> 16 -> 8 -> 4); batch norm after every conv. The kernels of
+    # squeezenet_v1_1 (same shapes).
+    "squeezenet_v1_1_cifar": dataclasses.replace(_V1_1, name="squeezenet_v1_1_cifar", conv1_stride=1,
+                                                 conv1_padding=1, batch_norm=True, default_input_size=32),
     # 60,965,224 parameters (BVLC Caffe release: groups 2, LRN, 227 input).
     "alexnet": AlexNetConfig(name="alexnet"),
     # 61,100,840 parameters (torchvision alexnet, "one weird trick" single tower, 224 input).

@@ -81,6 +81,8 @@ def squeezenet(config: configs.SqueezeNetConfig,
   """
   check_builder_args(config, include_top, weights, pooling, classes)
   model_inputs, x = make_inputs(config, input_tensor, input_shape)
+  if config.conv1_padding:
+    x = keras.layers.ZeroPadding2D(config.conv1_padding, name="conv1_pad")(x)
   x = _conv_relu(x, config.conv1_filters, config.conv1_kernel, "conv1", config, strides=config.conv1_stride)
   if "conv1" in config.pool_after:
     x = CeilMaxPool2D(3, 2, name="pool1")(x)

@@ -206,6 +206,7 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
     history_cb = cb.HistoryFile(os.path.join(out_dir, "history.json"), write=chief)
     timer = cb.EpochSeconds()
     callbacks = [
+        timer,  # first: its epoch_seconds reach the history and TensorBoard
         cb.LearningRateLogger(),
         history_cb,  # before the backup: an epoch lost between the two is rerun and rewritten
         keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "backup")),
@@ -215,7 +216,6 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
                                         mode="max", save_best_only=True, save_weights_only=True),
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), histogram_freq=config.histogram_freq,
                                     write_graph=True, update_freq="epoch"),
-        timer,
     ] + (list(extra_callbacks(out_dir)) if extra_callbacks else [])
     start = time.time()
     try:

@@ -3,6 +3,7 @@
 What the builders' `weights=` argument calls (`load_weights(model, weights)`):
   - "imagenet": the Deep Compression release of SqueezeNet v1.0, fetched once through the Keras
     file cache (pinned commit, sha256 checked; offline, a cached file is used);
+  - a name in PRETRAINED ("cifar10"): a `.sqz` the package ships (offline, no download);
   - a path to a `.net` file in that format;
   - a path to a `.sqz` container written by `sqznet_tf.compression`;
   - a path to Keras weights (HDF5) saved by this package (`save_weights`), with its metadata.
@@ -25,6 +26,31 @@ from sqznet_tf.io import atomic_file
 RELEASE_URL = ("https://github.com/songhan/SqueezeNet-Deep-Compression/raw/"
                "fb13faa2cf121ced9999f8a9d538ec6c56084733/compressed_SqueezeNet.net")
 RELEASE_FILENAME = "compressed_SqueezeNet.net"
+
+# Weights the package ships, by name: (file in pretrained/, the registry variant, classes).
+# Trained by this project; BENCHMARKS.md gives the command, the machine and the accuracy.
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+PRETRAINED = {"cifar10": ("squeezenet_v1_1_cifar_cifar10.sqz", "squeezenet_v1_1_cifar", 10)}
+
+
+def pretrained_path(name: str) -> str:
+  """Path of the shipped weights called `name` (a key of PRETRAINED)."""
+  if name not in PRETRAINED:
+    raise SqznetError(f"weights {name!r} are not shipped with the package; shipped: {', '.join(PRETRAINED)}")
+  path = os.path.join(PRETRAINED_DIR, PRETRAINED[name][0])
+  if not os.path.isfile(path):
+    raise SqznetError(f"weights {name!r}: the package's file {path} is missing (reinstall sqznet_tf)")
+  return path
+
+
+def resolve(weights):
+  """A shipped weights name as the path of its file; any other value unchanged (a file or folder
+  of that name in the working directory wins over the name)."""
+  if isinstance(weights, (str, os.PathLike)) and os.fspath(weights) in PRETRAINED \
+      and not os.path.exists(os.fspath(weights)):
+    return pretrained_path(os.fspath(weights))
+  return weights
+
 
 IMAGENET_INFO = WeightsInfo(
     name="imagenet",
@@ -212,6 +238,7 @@ def load_weights(model, weights) -> Optional[WeightsInfo]:
   """
   if weights is None:
     return None
+  weights = resolve(weights)
   if str(weights) == "imagenet" or str(weights).endswith(".net"):
     net, info = read_release(weights)
     load_compressed(model, net, info)

@@ -208,3 +208,22 @@ def test_builder_errors(kwargs, fragment):
 def test_alexnet_top_needs_6x6_pool5():
   with pytest.raises(SqznetError, match="fc6 needs a 6x6 pool5 map, e.g. 227x227"):
     sqznet_tf.get_model("alexnet", input_shape=(180, 180, 3))
+
+
+def test_the_cifar_variant_has_v1_1s_weights_at_full_resolution():
+  m = sqznet_tf.get_model("squeezenet_v1_1_cifar", classes=10)
+  v11 = sqznet_tf.get_model("squeezenet_v1_1", batch_norm=True, classes=10, input_shape=(32, 32, 3))
+  assert m.count_params() == v11.count_params() == 739_442  # the same kernels, batch norm included
+  assert m.input_shape == (None, 32, 32, 3) and m.get_layer("conv1").output_shape == (None, 32, 32, 64)
+  assert m.get_layer("conv10").output_shape == (None, 4, 4, 10)
+
+
+def test_shipped_weights_names_are_checked(monkeypatch, tmp_path):
+  with pytest.raises(SqznetError, match="weights='cifar10' are for squeezenet_v1_1_cifar; squeezenet_v1_1 is not"):
+    sqznet_tf.get_model("squeezenet_v1_1", weights="cifar10")
+  with pytest.raises(SqznetError, match="weights='cifar10' have 10 classes; classes=100 is not accepted"):
+    sqznet_tf.get_model("squeezenet_v1_1_cifar", weights="cifar10", classes=100)
+  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(weights_lib, "PRETRAINED_DIR", str(tmp_path))
+  with pytest.raises(SqznetError, match="weights 'cifar10': the package's file .* is missing"):
+    sqznet_tf.get_model("squeezenet_v1_1_cifar", weights="cifar10")

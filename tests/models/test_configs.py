@@ -84,3 +84,17 @@ def test_smallest_input():
   assert configs.min_input_size(configs.get_config("squeezenet_v1_0")) == 21
   with pytest.raises(SqznetError, match="input size 20x20 is too small .* smallest accepted is 21x21"):
     configs.check_input_size(configs.get_config("squeezenet_v1_0"), 20, 20)
+
+
+def test_the_cifar_stem_keeps_32x32_until_the_first_pool():
+  """squeezenet_v1_1_cifar: v1.1's Fire modules and pools behind a 3x3 stride-1 conv1 with padding 1."""
+  c = configs.get_config("squeezenet_v1_1_cifar")
+  assert (c.conv1_kernel, c.conv1_stride, c.conv1_padding, c.batch_norm) == (3, 1, 1, True)
+  assert [f.as_tuple() for f in configs.fire_channels(c)] == PUBLISHED_FIRE
+  s = configs.squeezenet_feature_sizes(c, 32)
+  assert (s["conv1"], s["pool1"], s["fire3"], s["pool3"], s["pool5"], s["conv10"]) == (32, 16, 16, 8, 4, 4)
+  # v1.1 as published halves a 32x32 image in conv1 and ends at 1x1.
+  v11 = configs.squeezenet_feature_sizes(configs.get_config("squeezenet_v1_1"), 32)
+  assert (v11["conv1"], v11["conv10"]) == (15, 1)
+  with pytest.raises(SqznetError, match="conv1_padding=-1 is not accepted for squeezenet_v1_1_cifar"):
+    configs.get_config("squeezenet_v1_1_cifar", conv1_padding=-1)

@@ -73,6 +73,9 @@ def test_predict_names_cifar_classes_from_a_sqz(forms):
   top = last_json(r.stdout)["predictions"][0]["top"]
   assert len(top) == 3 and all(t["class"] in range(10) for t in top)
   assert sum(t["probability"] for t in top) <= 1.0 + 1e-5
+  # No --labels: the names come from the .sqz's metadata (the training folder's class folders).
+  names = sorted(os.listdir(forms["test_dir"]))
+  assert [t["label"] for t in top] == [names[t["class"]] for t in top], top
 
 
 def test_sensitivity_reads_a_keras_model(forms):

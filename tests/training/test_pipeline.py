@@ -109,3 +109,31 @@ def test_large_tfrecords_are_not_counted(tmp_path, tiny_tree, monkeypatch):
   from sqznet_tf.training.train import train
   with pytest.raises(SqznetError, match="pass --steps_per_epoch"):
     train(TrainConfig(data=DataSpec("tfrecord", str(path), image_size=32), classes=2, model_dir=str(tmp_path / "m")))
+
+
+def test_pad_crop_flip_takes_windows_of_the_reflected_image():
+  """pad_crop_flip (the CIFAR recipe): each training image is a 32x32 window of the image with 4
+  reflected pixels on every side, mirrored or not; evaluation sees the image itself (the cifar
+  preset neither resizes nor crops)."""
+  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
+  spec = DataSpec("folder", "unused", image_size=32, preprocessing="cifar", augmentation="pad_crop_flip")
+  assert pipeline.resize_size_for(spec) == 32
+  train_map, eval_map = pipeline._augmenter(spec, 32)  # pylint: disable=protected-access
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, size=(64, 32, 32, 3), dtype=np.uint8)
+  labels = tf.zeros([64], tf.int32)
+  prep = spec.prep
+  scale, mean, std = prep.scale, np.array(prep.mean), np.array(prep.std)
+  out = train_map(tf.constant(images), labels, tf.constant([5, 7], tf.int64))[0].numpy()
+  raw = np.rint((out * std + mean) / scale).astype(np.int64)  # back to 0-255
+  padded = np.pad(images, [(0, 0), (4, 4), (4, 4), (0, 0)], mode="reflect").astype(np.int64)
+  offsets = set()
+  for i in range(64):
+    found = [(dy, dx, flip) for dy in range(9) for dx in range(9) for flip in (False, True)
+             if np.array_equal(raw[i], (padded[i, dy:dy + 32, dx:dx + 32, :][:, ::-1] if flip
+                                        else padded[i, dy:dy + 32, dx:dx + 32, :]))]
+    assert found, f"image {i} is not a window of its padded image"
+    offsets.add(found[0])
+  assert len(offsets) > 20 and {f for _, _, f in offsets} == {False, True}  # windows and mirrors vary
+  ev = eval_map(tf.constant(images), labels)[0].numpy()
+  np.testing.assert_array_equal(np.rint((ev * std + mean) / scale).astype(np.int64), images)
