@@ -1,79 +1,140 @@
-"""DSD vs dense training on the CIFAR-10 subset, same total epochs, several seeds.
+"""DSD on a converged CIFAR-10 SqueezeNet, against the same extra epochs without pruning, several seeds.
 
 Run by hand; results go to BENCHMARKS.md with the machine, date and command. Not a test.
 
-Dense: `--epochs` epochs of plain training. DSD: dense / sparse / re-dense phases whose epochs
-add up to the same total (default 2 + 2 + 2 against 6), sparsity 0.67 on every layer but conv1,
-re-dense at a tenth of the learning rate. SqueezeNet v1.1 with batch norm at 32 px, trained on
-the 10,000 training photos, accuracy on the 3,000 test photos.
+Starting point: the converged dense model of bench/cifar10_recipe.py (--base, its final weights).
+For each seed, two runs of sqznet-dsd from those weights (no dense phase), as a user would run it:
+  DSD:     sparse phase (--sparsity of every layer but conv1, masks fixed) then re-dense phase
+           (masks lifted, a tenth of the learning rate), the recipe's data, augmentation and
+           schedule restarted in each phase;
+  control: the same two phases with sparsity 0: the same epochs, the same learning-rate restarts,
+           the same code path, nothing pruned (the equal-budget control).
+The baseline is the converged model itself (the paper's comparison). Every run is resumable:
+running the same command again continues where each run stopped. Writes results.json and
+curves.png in --out and prints the tables as Markdown.
 
-  python bench/dsd_cifar10.py --seeds=0,1,2 --out=/tmp/dsd_bench
+  python bench/dsd_cifar10.py --base=runs/cifar10_recipe --seeds=0,1,2 --out=runs/dsd_converged
 """
 
 import json
 import os
 import statistics
+import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each runs dense and DSD.")
-flags.DEFINE_integer("dense_epochs", 2, "DSD phase 1 epochs.")
-flags.DEFINE_integer("sparse_epochs", 2, "DSD phase 2 epochs.")
-flags.DEFINE_integer("redense_epochs", 2, "DSD phase 3 epochs.")
-flags.DEFINE_float("sparsity", 0.67, "Sparsity of every layer but conv1 in the sparse phase.")
-flags.DEFINE_float("learning_rate", 0.04, "Base learning rate (poly decay within each phase).")
-flags.DEFINE_integer("image_size", 32, "Input side.")
-flags.DEFINE_string("data", "../shared/data/cifar10_subset", "Folder with train/ and test/.")
-flags.DEFINE_string("out", "/tmp/sqznet-dsd-bench", "Where the runs go.")
+flags.DEFINE_string("base", "runs/cifar10_recipe", "The converged sqznet-train run (bench/cifar10_recipe.py).")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the extra phases; each runs DSD and the control.")
+flags.DEFINE_integer("sparse_epochs", 8, "Epochs of the sparse phase (and of the control's first phase).")
+flags.DEFINE_integer("redense_epochs", 8, "Epochs of the re-dense phase (and of the control's second phase).")
+flags.DEFINE_float("sparsity", 0.67, "Sparsity of every layer but conv1 in the sparse phase (the paper's).")
+flags.DEFINE_float("learning_rate", 0.02, "Learning rate of the sparse phase (re-dense: a tenth), cosine.")
+flags.DEFINE_string("data", "../shared/data/cifar10_full/train", "Training photos.")
+flags.DEFINE_string("val_data", "../shared/data/cifar10_subset/test", "Test photos.")
+flags.DEFINE_string("out", "runs/dsd_converged", "Where the runs go.")
+flags.DEFINE_bool("report", False, "Only tabulate what --out holds.")
+
+PHASES = ("phase2_sparse", "phase3_dense")
+
+
+def run_args(seed: int, sparsity: float, model_dir: str):
+  return [sys.executable, os.path.join(REPO, "tools", "dsd.py"), "--model=squeezenet_v1_1_cifar",
+          f"--data={FLAGS.data}", f"--val_data={FLAGS.val_data}", "--image_size=32", "--preprocessing=cifar",
+          "--augmentation=pad_crop_flip", "--batch_size=128", "--lr_schedule=cosine", "--weight_decay=5e-4",
+          "--label_smoothing=0.1", "--dropout=0.2", f"--learning_rate={FLAGS.learning_rate}",
+          f"--init_weights={os.path.join(FLAGS.base, 'final.weights.h5')}", "--dense_epochs=0",
+          f"--sparse_epochs={FLAGS.sparse_epochs}", f"--redense_epochs={FLAGS.redense_epochs}",
+          f"--sparsity={sparsity}", "--keep_dense=conv1", f"--seed={seed}", "--histogram_freq=0", "--verbose=2",
+          "--format=json", f"--model_dir={model_dir}"]
+
+
+def curve(model_dir: str):
+  """Test accuracy after each extra epoch, both phases in order (as far as they ran)."""
+  out = []
+  for phase in PHASES:
+    path = os.path.join(model_dir, phase, "history.json")
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        h = json.load(f)
+      out += [h[k]["val_accuracy"] for k in sorted(h, key=int)]
+  return out
+
+
+def base_accuracy() -> float:
+  with open(os.path.join(FLAGS.base, "summary.json"), encoding="utf-8") as f:
+    return json.load(f)["val_accuracy"]
+
+
+def mean_sd(v):
+  return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
 
 
 def main(argv):
   del argv
-  from sqznet_tf.data.pipeline import DataSpec  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.pruning.dsd import DSDConfig, run_dsd  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.training.config import TrainConfig  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.training.train import train  # pylint: disable=g-import-not-at-top
-  total = FLAGS.dense_epochs + FLAGS.sparse_epochs + FLAGS.redense_epochs
-  results = []
-  for seed in (int(s) for s in FLAGS.seeds):
-    base = TrainConfig(model="squeezenet_v1_1", overrides={"batch_norm": True},
-                       data=DataSpec("folder", os.path.join(FLAGS.data, "train"),
-                                     val_path=os.path.join(FLAGS.data, "test"), image_size=FLAGS.image_size,
-                                     seed=seed),
-                       batch_size=64, epochs=total, learning_rate=FLAGS.learning_rate, seed=seed, verbose=0,
-                       histogram_freq=0, model_dir=os.path.join(FLAGS.out, f"dense_seed{seed}"))
-    dense = train(base)
-    rows = run_dsd(DSDConfig(base, FLAGS.dense_epochs, FLAGS.sparse_epochs, FLAGS.redense_epochs,
-                             sparsity=FLAGS.sparsity, keep_dense=("conv1",),
-                             model_dir=os.path.join(FLAGS.out, f"dsd_seed{seed}")))
-    curves = {}
-    for phase in ("phase1_dense", "phase2_sparse", "phase3_dense"):
-      path = os.path.join(FLAGS.out, f"dsd_seed{seed}", phase, "history.json")
-      if os.path.exists(path):
-        curves[phase] = [round(v["val_accuracy"], 4) for _, v in sorted(json.load(open(path)).items(), key=lambda kv: int(kv[0]))]
-    r = {"seed": seed, "dense": dense.val_accuracy,
-         "dense_curve": [round(dense.history[k]["val_accuracy"], 4) for k in sorted(dense.history, key=int)],
-         "dsd": rows[-1]["val_accuracy"], "dsd_phases": {x["phase"]: x["val_accuracy"] for x in rows},
-         "dsd_curves": curves}
-    results.append(r)
-    print(json.dumps(r), flush=True)
-  d = [r["dense"] for r in results]
-  s = [r["dsd"] for r in results]
-  print(f"\n{total} epochs in all; DSD {FLAGS.dense_epochs}+{FLAGS.sparse_epochs}+{FLAGS.redense_epochs}, "
-        f"sparsity {FLAGS.sparsity}\n")
-  print("| seed | dense | DSD: after dense | after sparse | after re-dense |")
-  print("|---|---|---|---|---|")
-  for r in results:
-    p = r["dsd_phases"]
-    print(f"| {r['seed']} | {r['dense']:.4f} | {p['phase1_dense']:.4f} | {p['phase2_sparse']:.4f} | "
-          f"{p['phase3_dense']:.4f} |")
-  spread = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
-  print(f"| mean +- sd | {statistics.mean(d):.4f} +- {spread(d):.4f} | | | "
-        f"{statistics.mean(s):.4f} +- {spread(s):.4f} |")
+  seeds = [int(s) for s in FLAGS.seeds]
+  os.makedirs(FLAGS.out, exist_ok=True)
+  total = FLAGS.sparse_epochs + FLAGS.redense_epochs
+  if not FLAGS.report:
+    for seed in seeds:
+      for kind, sparsity in (("dsd", FLAGS.sparsity), ("control", 0.0)):
+        model_dir = os.path.join(FLAGS.out, f"{kind}_seed{seed}")
+        if len(curve(model_dir)) == total:
+          continue
+        print(f"{kind} seed {seed}: {model_dir}", flush=True)
+        with open(os.path.join(FLAGS.out, f"{kind}_seed{seed}.log"), "a", encoding="utf-8") as log:
+          rc = subprocess.call(run_args(seed, sparsity, model_dir), stdout=log, stderr=subprocess.STDOUT)
+        if rc:
+          sys.exit(f"sqznet-dsd exited {rc} for {kind} seed {seed}; see {log.name}")
+  base = base_accuracy()
+  rows = []
+  for seed in seeds:
+    dsd, control = curve(os.path.join(FLAGS.out, f"dsd_seed{seed}")), curve(os.path.join(FLAGS.out, f"control_seed{seed}"))
+    if len(dsd) == total and len(control) == total:
+      rows.append({"seed": seed, "dsd": dsd[-1], "control": control[-1],
+                   "dsd_after_sparse": dsd[FLAGS.sparse_epochs - 1], "dsd_curve": dsd, "control_curve": control})
+  result = {"base": FLAGS.base, "baseline": base, "sparsity": FLAGS.sparsity, "sparse_epochs": FLAGS.sparse_epochs,
+            "redense_epochs": FLAGS.redense_epochs, "learning_rate": FLAGS.learning_rate, "runs": rows}
+  with open(os.path.join(FLAGS.out, "results.json"), "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=1)
+  if not rows:
+    print("no finished seed yet")
+    return
+  print(f"\nBaseline (converged dense model): {100 * base:.2f}%; extra epochs: {FLAGS.sparse_epochs} sparse "
+        f"(sparsity {FLAGS.sparsity}, conv1 dense) + {FLAGS.redense_epochs} re-dense; control: the same "
+        "epochs unpruned\n")
+  print("| seed | DSD after sparse | DSD | control | DSD - baseline | DSD - control |")
+  print("|---|---|---|---|---|---|")
+  for r in rows:
+    print(f"| {r['seed']} | {100 * r['dsd_after_sparse']:.2f} | {100 * r['dsd']:.2f} | {100 * r['control']:.2f} | "
+          f"{100 * (r['dsd'] - base):+.2f} | {100 * (r['dsd'] - r['control']):+.2f} |")
+  d, c = mean_sd([r["dsd"] for r in rows]), mean_sd([r["control"] for r in rows])
+  diff = mean_sd([r["dsd"] - r["control"] for r in rows])
+  print(f"| mean +- sd | | {100 * d[0]:.2f} +- {100 * d[1]:.2f} | {100 * c[0]:.2f} +- {100 * c[1]:.2f} | "
+        f"{100 * (d[0] - base):+.2f} | {100 * diff[0]:+.2f} +- {100 * diff[1]:.2f} |")
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from sqznet_tf import io as sq_io  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(7.5, 4.5))
+  for r in rows:
+    x = range(1, total + 1)
+    ax.plot(x, [100 * v for v in r["dsd_curve"]], color="tab:red", alpha=0.7,
+            label="DSD" if r is rows[0] else None)
+    ax.plot(x, [100 * v for v in r["control_curve"]], color="tab:blue", alpha=0.7,
+            label="control (same epochs, unpruned)" if r is rows[0] else None)
+  ax.axhline(100 * base, color="grey", linestyle="--", label="converged baseline")
+  ax.axvline(FLAGS.sparse_epochs + 0.5, color="grey", linewidth=0.8)
+  ax.set_xlabel("extra epoch (sparse | re-dense)")
+  ax.set_ylabel("top-1 on the 3,000 test photos (%)")
+  ax.legend(loc="lower right")
+  ax.grid(alpha=0.3)
+  sq_io.save_figure(fig, os.path.join(FLAGS.out, "curves.png"))
+  plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -215,7 +215,7 @@ def check_outputs(files=(), folders=()) -> None:
 # Models
 
 OVERRIDE_FLAGS = ("squeeze_ratio", "pct3x3", "base_e", "incr_e", "freq", "bypass", "conv1_filters",
-                  "conv1_kernel", "conv1_stride", "conv10_padding", "batch_norm")
+                  "conv1_kernel", "conv1_stride", "conv1_padding", "conv10_padding", "batch_norm")
 MODEL_FORMS = ("'imagenet' (the Deep Compression release, via the Keras cache), 'cifar10' (squeezenet_v1_1_cifar "
                "trained on CIFAR-10, shipped with the package), a .net file, a .sqz container, "
                "Keras weights (.h5) saved by this package (a pruning/clustering checkpoint included), a .keras "
@@ -234,6 +234,8 @@ def define_override_flags() -> None:
   flags.DEFINE_integer("conv1_filters", None, "Filters of conv1.")
   flags.DEFINE_integer("conv1_kernel", None, "Kernel side of conv1.")
   flags.DEFINE_integer("conv1_stride", None, "Stride of conv1.")
+  flags.DEFINE_integer("conv1_padding", None, "Zero padding of conv1 (1 with a 3x3 stride-1 conv1: the "
+                       "small-image stem of squeezenet_v1_1_cifar).")
   flags.DEFINE_integer("conv10_padding", None, "Zero padding of conv10: 0 or 1 (Caffe v1.0 deploy file).")
   flags.DEFINE_bool("batch_norm", None, "BatchNormalization after every conv.")
 
