@@ -1,12 +1,17 @@
-"""The paper's Figure 3 sweeps on the CIFAR-10 subset: squeeze ratio, and the share of 3x3 filters.
+"""The paper's Figure 3 sweeps on the whole CIFAR-10 training set: squeeze ratio, and the 3x3 share.
 
 Run by hand; results go to BENCHMARKS.md. Not a test.
 
-Each sweep is a sqznet-tune grid search (SqueezeNet v1.0 with batch norm, 32 px, trained from
-scratch for --epochs on the 10,000 training photos, validated on the 3,000 test photos), then a
-markdown table of accuracy against parameters, MACs and Deep Compression size (6-bit, 33.4%).
+Each point is squeezenet_v1_1_cifar with one metaparameter changed (squeeze ratio with pct3x3 0.5;
+pct3x3 with squeeze ratio 0.125: the paper's two sweeps), trained from scratch by sqznet-train with
+the CIFAR recipe (bench/cifar10_recipe.py's flags) for --epochs on the 50,000 photos and scored on
+the 3,000 test photos. The --repeat points are trained a second time with another seed, to show
+how far the same point moves between runs (a sweep resolves only differences larger than that).
+Every run is resumable: the same command continues each run where it stopped. Writes results.json
+and figure3.png (accuracy against Deep Compression size, as the paper's Figure 3) in --out and
+prints the tables as Markdown.
 
-  python bench/design_space_sweeps.py --epochs=3
+  python bench/design_space_sweeps.py --epochs=15 --out=runs/sweeps
 """
 
 import json
@@ -14,35 +19,119 @@ import os
 import subprocess
 import sys
 
-from absl import app, flags
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("epochs", 3, "Training epochs per point.")
-flags.DEFINE_list("sweeps", ["sr", "pct3x3"], "Which sweeps.")
-flags.DEFINE_string("shared", "../shared/data", "Shared data folder.")
-flags.DEFINE_string("directory", "runs/bench_tune", "Where the searches go.")
+flags.DEFINE_integer("epochs", 15, "Training epochs per point (cosine schedule over them).")
+flags.DEFINE_list("sr", ["0.125", "0.25", "0.5", "0.75", "1.0"], "Squeeze ratios (pct3x3 0.5).")
+flags.DEFINE_list("pct3x3", ["0.01", "0.25", "0.5", "0.75", "0.99"], "3x3 shares (squeeze ratio 0.125).")
+flags.DEFINE_list("repeat", ["sr=0.125", "sr=0.75"], "Points trained again with seed 1 (repeatability).")
+flags.DEFINE_string("data", "../shared/data/cifar10_full/train", "Training photos.")
+flags.DEFINE_string("val_data", "../shared/data/cifar10_subset/test", "Test photos.")
+flags.DEFINE_string("out", "runs/sweeps", "Where the runs go.")
+flags.DEFINE_bool("report", False, "Only tabulate what --out holds.")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = "squeezenet_v1_1_cifar"
+DC_DENSITY, DC_BITS = 0.334, 6  # the size axis: Deep Compression as the paper's release
+
+
+def points():
+  """[(key, overrides)]: the two sweeps, the shared point (SR 0.125, pct3x3 0.5) once."""
+  out = {}
+  for sr in FLAGS.sr:
+    out[f"sr={sr}"] = {"squeeze_ratio": float(sr), "pct3x3": 0.5}
+  for p in FLAGS.pct3x3:
+    key = "sr=0.125" if float(p) == 0.5 else f"pct3x3={p}"
+    out.setdefault(key, {"squeeze_ratio": 0.125, "pct3x3": float(p)})
+  return list(out.items())
+
+
+def train_args(overrides: dict, seed: int, model_dir: str):
+  return [sys.executable, os.path.join(REPO, "tools", "train.py"), f"--model={MODEL}",
+          f"--squeeze_ratio={overrides['squeeze_ratio']}", f"--pct3x3={overrides['pct3x3']}",
+          f"--data={FLAGS.data}", f"--val_data={FLAGS.val_data}", "--image_size=32", "--preprocessing=cifar",
+          "--augmentation=pad_crop_flip", "--batch_size=128", f"--epochs={FLAGS.epochs}", "--learning_rate=0.1",
+          "--lr_schedule=cosine", "--warmup_epochs=2", "--weight_decay=5e-4", "--label_smoothing=0.1",
+          "--dropout=0.2", f"--seed={seed}", "--histogram_freq=0", "--verbose=2", f"--model_dir={model_dir}"]
+
+
+def finished(model_dir: str):
+  path = os.path.join(model_dir, "summary.json")
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    s = json.load(f)
+  return s if s.get("epochs_run") == FLAGS.epochs else None
+
+
+def costs(overrides: dict) -> dict:
+  from sqznet_tf.analysis.cost import analyze  # pylint: disable=g-import-not-at-top
+  report = analyze(MODEL, input_size=32, classes=10, **overrides)
+  return {"params": report.params, "macs": report.macs,
+          "bytes": report.sizes(DC_DENSITY, DC_BITS)["deep_compression"]["total"]}
 
 
 def main(argv):
   del argv
-  data = f"{FLAGS.shared}/cifar10_subset"
-  for sweep in FLAGS.sweeps:
-    cmd = [sys.executable, os.path.join(REPO, "tools", "tune.py"), f"--sweep={sweep}", "--tuner=grid",
-           "--max_trials=20", f"--epochs={FLAGS.epochs}", f"--data={data}/train", f"--val_data={data}/test",
-           "--image_size=32", f"--directory={FLAGS.directory}", f"--project_name={sweep}", "--verbose=0",
-           "--format=json"]
-    print(f"<!-- {' '.join(cmd[1:])} -->", flush=True)
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if r.returncode:
-      sys.exit(f"sweep {sweep} failed: {r.stderr[-2000:]}")
-    d = json.loads(r.stdout.strip().splitlines()[-1])
-    key = "squeeze_ratio" if sweep == "sr" else "pct3x3"
-    print(f"\n| {key} | params | MACs (32 px) | 6-bit 33% size, bytes | top-1 (val) |\n|---|---|---|---|---|")
-    for t in sorted(d["trials"], key=lambda t: t["values"][key]):
-      acc = "" if t["val_accuracy"] is None else f"{t['val_accuracy']:.1%}"
-      print(f"| {t['values'][key]} | {t['params']:,} | {t['macs']:,} | {t['bytes']:,} | {acc} |", flush=True)
+  runs = [(key, ov, 0) for key, ov in points()] + [(key, ov, 1) for key, ov in points() if key in FLAGS.repeat]
+  if not FLAGS.report:
+    for key, ov, seed in runs:
+      model_dir = os.path.join(FLAGS.out, f"{key}_seed{seed}")
+      if finished(model_dir):
+        continue
+      print(f"{key} seed {seed}: {model_dir}", flush=True)
+      os.makedirs(FLAGS.out, exist_ok=True)
+      with open(model_dir + ".log", "a", encoding="utf-8") as log:
+        rc = subprocess.call(train_args(ov, seed, model_dir), stdout=log, stderr=subprocess.STDOUT)
+      if rc:
+        sys.exit(f"sqznet-train exited {rc} for {key} seed {seed}; see {log.name}")
+  rows = []
+  for key, ov, seed in runs:
+    s = finished(os.path.join(FLAGS.out, f"{key}_seed{seed}"))
+    if s:
+      rows.append(dict(key=key, seed=seed, top1=s["val_accuracy"], minutes=round(s["seconds"] / 60, 1), **ov,
+                       **costs(ov)))
+  os.makedirs(FLAGS.out, exist_ok=True)
+  with open(os.path.join(FLAGS.out, "results.json"), "w", encoding="utf-8") as f:
+    json.dump({"epochs": FLAGS.epochs, "model": MODEL, "rows": rows}, f, indent=1)
+  for title, field, keep in (("Squeeze ratio (pct3x3 0.5)", "squeeze_ratio", lambda r: r["pct3x3"] == 0.5),
+                             ("3x3 share (squeeze ratio 0.125)", "pct3x3", lambda r: r["squeeze_ratio"] == 0.125)):
+    print(f"\n{title}, {FLAGS.epochs} epochs\n\n| {field} | seed | params | MACs | DC size (bytes) | top-1 | minutes |")
+    print("|---|---|---|---|---|---|---|")
+    for r in sorted(filter(keep, rows), key=lambda r: (r[field], r["seed"])):
+      print(f"| {r[field]} | {r['seed']} | {r['params']:,} | {r['macs']:,} | {r['bytes']:,} | {100 * r['top1']:.2f} | "
+            f"{r['minutes']} |")
+  pairs = {}
+  for r in rows:
+    pairs.setdefault(r["key"], {})[r["seed"]] = r["top1"]
+  rep = {k: abs(v[0] - v[1]) for k, v in pairs.items() if len(v) == 2}
+  if rep:
+    print("\nRepeatability (same point, seeds 0 and 1): " + ", ".join(f"{k}: {100 * d:.2f} points" for k, d in rep.items()))
+  if not rows:
+    return
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from sqznet_tf import io as sq_io  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  for ax, field, keep, label in ((axes[0], "squeeze_ratio", lambda r: r["pct3x3"] == 0.5, "squeeze ratio"),
+                                 (axes[1], "pct3x3", lambda r: r["squeeze_ratio"] == 0.125, "pct3x3")):
+    sel = sorted((r for r in rows if keep(r) and r["seed"] == 0), key=lambda r: r[field])
+    ax.plot([r["bytes"] / 1024 for r in sel], [100 * r["top1"] for r in sel], marker="o")
+    for r in sel:
+      ax.annotate(f"{r[field]}", (r["bytes"] / 1024, 100 * r["top1"]), textcoords="offset points", xytext=(4, -10))
+    for r in rows:
+      if keep(r) and r["seed"] == 1:
+        ax.plot([r["bytes"] / 1024], [100 * r["top1"]], marker="x", color="tab:red", linestyle="none")
+    ax.set_xlabel(f"model size, Deep Compression {DC_BITS}-bit at {DC_DENSITY:.0%} density (KiB)")
+    ax.set_ylabel("top-1 on the 3,000 test photos (%)")
+    ax.set_title(f"{label} sweep (x: the repeated run)")
+    ax.grid(alpha=0.3)
+  sq_io.save_figure(fig, os.path.join(FLAGS.out, "figure3.png"))
+  plt.close(fig)
 
 
 if __name__ == "__main__":
