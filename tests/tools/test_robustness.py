@@ -171,7 +171,9 @@ def test_a_lost_peer_is_one_line_on_the_chief(tmp_path):
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
   procs = []
   for i in range(2):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+    # TMPDIR: the killed worker cannot remove its scratch folder; keep it inside the test's folder.
+    (tmp_path / "scratch").mkdir(exist_ok=True)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(tmp_path / "scratch"),
                TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
     procs.append(subprocess.Popen([sys.executable, str(REPO / "tools" / "train.py"), "--data=embedded",
                                    "--strategy=multi_worker_mirrored", "--epochs=50", "--steps_per_epoch=10",
