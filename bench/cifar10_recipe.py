@@ -10,6 +10,7 @@ history.json, validation included) to --model_dir/time_to_accuracy.png and print
 
   python bench/cifar10_recipe.py --model_dir=runs/cifar10_recipe
   python bench/cifar10_recipe.py --model_dir=runs/cifar10_recipe --report
+  python bench/cifar10_recipe.py --pool_after=conv1,fire5 --model_dir=runs/cifar10_recipe_8x8
 """
 
 import json
@@ -36,6 +37,7 @@ flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay on kernels.")
 flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.")
 flags.DEFINE_float("dropout", 0.2, "Dropout before conv10.")
 flags.DEFINE_string("model", "squeezenet_v1_1_cifar", "Registry name.")
+flags.DEFINE_list("pool_after", None, "Pool placement override (e.g. conv1,fire5: 8x8 maps in fire6-9).")
 flags.DEFINE_bool("report", False, "Only draw and print what --model_dir holds.")
 
 
@@ -45,7 +47,8 @@ def recipe_args():
           f"--epochs={FLAGS.epochs}", "--optimizer=sgd", f"--learning_rate={FLAGS.learning_rate}",
           "--lr_schedule=cosine", f"--warmup_epochs={FLAGS.warmup_epochs}", f"--weight_decay={FLAGS.weight_decay}",
           f"--label_smoothing={FLAGS.label_smoothing}", f"--dropout={FLAGS.dropout}", "--histogram_freq=0",
-          "--verbose=2", f"--model_dir={FLAGS.model_dir}"]
+          "--verbose=2", f"--model_dir={FLAGS.model_dir}"] + (
+              [f"--pool_after={','.join(FLAGS.pool_after)}"] if FLAGS.pool_after else [])
 
 
 def cpu_name() -> str:
@@ -79,7 +82,8 @@ def report(model_dir: str) -> dict:
   ax.axhline(90, color="grey", linestyle="--", linewidth=1, label="90% target")
   ax.set_xlabel(f"training minutes ({cpu_name()}, 2 cores)")
   ax.set_ylabel("top-1 on the 3,000 test photos (%)")
-  ax.set_title(f"{FLAGS.model} on CIFAR-10 (50,000 photos), {len(acc)} epochs")
+  pools = f", pools after {','.join(FLAGS.pool_after)}" if FLAGS.pool_after else ""
+  ax.set_title(f"{FLAGS.model}{pools} on CIFAR-10 (50,000 photos), {len(acc)} epochs")
   ax.grid(alpha=0.3)
   ax.legend(loc="lower right")
   sq_io.save_figure(fig, os.path.join(model_dir, "time_to_accuracy.png"))

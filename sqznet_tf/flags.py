@@ -215,7 +215,7 @@ def check_outputs(files=(), folders=()) -> None:
 # Models
 
 OVERRIDE_FLAGS = ("squeeze_ratio", "pct3x3", "base_e", "incr_e", "freq", "bypass", "conv1_filters",
-                  "conv1_kernel", "conv1_stride", "conv1_padding", "conv10_padding", "batch_norm")
+                  "conv1_kernel", "conv1_stride", "conv1_padding", "pool_after", "conv10_padding", "batch_norm")
 MODEL_FORMS = ("'imagenet' (the Deep Compression release, via the Keras cache), 'cifar10' (squeezenet_v1_1_cifar "
                "trained on CIFAR-10, shipped with the package), a .net file, a .sqz container, "
                "Keras weights (.h5) saved by this package (a pruning/clustering checkpoint included), a .keras "
@@ -236,6 +236,8 @@ def define_override_flags() -> None:
   flags.DEFINE_integer("conv1_stride", None, "Stride of conv1.")
   flags.DEFINE_integer("conv1_padding", None, "Zero padding of conv1 (1 with a 3x3 stride-1 conv1: the "
                        "small-image stem of squeezenet_v1_1_cifar).")
+  flags.DEFINE_list("pool_after", None, "Layers followed by a 3x3 stride-2 max pool, e.g. conv1,fire5 "
+                    "(v1.0: conv1,fire4,fire8; v1.1: conv1,fire3,fire5).")
   flags.DEFINE_integer("conv10_padding", None, "Zero padding of conv10: 0 or 1 (Caffe v1.0 deploy file).")
   flags.DEFINE_bool("batch_norm", None, "BatchNormalization after every conv.")
 
@@ -341,8 +343,9 @@ def define_train_flags(model: str = "squeezenet_v1_1") -> None:
   flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
   flags.DEFINE_float("dropout", None, "Dropout rate before conv10 (default: the model's, 0.5).")
   define_run_flags()
-  flags.DEFINE_string("init_weights", None, "Start from 'imagenet', a .net file or .h5 Keras weights; layers "
-                      "that do not fit (a classifier with another class count) start fresh.")
+  flags.DEFINE_string("init_weights", None, "Start from 'imagenet', a .net file or .h5 Keras weights (layers "
+                      "that do not fit, e.g. a classifier with another class count, start fresh), or from "
+                      "'cifar10' or a .sqz file (the same architecture: every tensor must fit).")
   flags.DEFINE_enum("mixed_precision", None, ["mixed_float16", "mixed_bfloat16"], "Mixed-precision policy.")
   flags.DEFINE_bool("jit_compile", False, "Compile with XLA (slower than plain TF on CPUs).")
   flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker_mirrored", "tpu"],

@@ -361,6 +361,9 @@ def replace_config(config: ModelConfig, **overrides) -> ModelConfig:
   if unknown:
     raise SqznetError(f"{unknown[0]!r} is not a metaparameter of {config.name} ({config.family} "
                       f"config); accepted: {', '.join(f for f in fields if f != 'name')}")
+  if "pool_after" in overrides and isinstance(overrides["pool_after"], (list, str)):
+    value = overrides["pool_after"]  # from JSON metadata or a flag: a list, or "conv1,fire5"
+    overrides = dict(overrides, pool_after=tuple(value.split(",") if isinstance(value, str) else value))
   return dataclasses.replace(config, **overrides)
 
 

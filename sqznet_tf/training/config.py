@@ -28,8 +28,9 @@ class TrainConfig:
     weight_decay: L2 on conv and dense kernels (Caffe's weight_decay; decoupled for adamw).
     label_smoothing, dropout (None keeps the model's).
     seed: Python, NumPy and TF seeds.
-    init_weights: "imagenet", a .net file or Keras weights (.h5) to start from; layers whose
-      shape differs (the classifier when the class count differs) start fresh.
+    init_weights: "imagenet", a .net file or Keras weights (.h5) to start from (layers whose
+      shape differs, the classifier when the class count differs, start fresh); or "cifar10" or
+      a .sqz file, which must fit the model entirely.
     mixed_precision: None, mixed_float16 or mixed_bfloat16.
     jit_compile: XLA (off by default: slower on CPUs).
     strategy, tpu, cpu_devices: distribution (see strategies.py).

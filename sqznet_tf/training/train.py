@@ -90,11 +90,16 @@ def _init_from(model, init_weights: str) -> None:
     net, info = weights_lib.read_release(init_weights)
     weights_lib.load_compressed(model, net, info, skip_classifier_mismatch=True)
     return
+  init_weights = os.fspath(weights_lib.resolve(init_weights))  # "cifar10": the .sqz the package ships
   if not os.path.exists(init_weights):
     raise SqznetError(f"init_weights {init_weights!r} does not exist")
+  if weights_lib.is_container(init_weights):
+    weights_lib.load_weights(model, init_weights)  # every tensor must fit (the same architecture)
+    return
   if not init_weights.endswith(".h5"):
-    raise SqznetError(f"init_weights {init_weights!r} is not accepted; expected 'imagenet', a .net file "
-                      "or Keras weights ending in .h5")
+    raise SqznetError(f"init_weights {init_weights!r} is not accepted; expected 'imagenet', "
+                      f"{', '.join(repr(n) for n in weights_lib.PRETRAINED)}, a .net or .sqz file or Keras "
+                      "weights ending in .h5")
   model.load_weights(init_weights, by_name=True, skip_mismatch=True)
 
 

@@ -98,3 +98,14 @@ def test_the_cifar_stem_keeps_32x32_until_the_first_pool():
   assert (v11["conv1"], v11["conv10"]) == (15, 1)
   with pytest.raises(SqznetError, match="conv1_padding=-1 is not accepted for squeezenet_v1_1_cifar"):
     configs.get_config("squeezenet_v1_1_cifar", conv1_padding=-1)
+
+
+def test_pool_placement_is_an_override():
+  """--pool_after / JSON metadata give a list or "conv1,fire5"; the config holds a tuple either way."""
+  for value in (["conv1", "fire5"], "conv1,fire5", ("conv1", "fire5")):
+    c = configs.get_config("squeezenet_v1_1_cifar", pool_after=value)
+    assert c.pool_after == ("conv1", "fire5")
+  s = configs.squeezenet_feature_sizes(c, 32)
+  assert (s["fire5"], s["pool5"], s["conv10"]) == (16, 8, 8)
+  with pytest.raises(SqznetError, match="pool_after entry 'fire10' is not accepted"):
+    configs.get_config("squeezenet_v1_1_cifar", pool_after=["fire10"])
