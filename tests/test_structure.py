@@ -34,7 +34,8 @@ FLOORS = [
     ("flags", ["sqznet_tf.flags"]),
     ("package", ["sqznet_tf"]),  # the top-level __init__: public names, loaded lazily
 ]
-NO_TENSORFLOW = ("sqznet_tf.formats", "sqznet_tf.models.configs", "sqznet_tf.io", "sqznet_tf.errors")
+NO_TENSORFLOW = ("sqznet_tf.formats", "sqznet_tf.models.configs", "sqznet_tf.io", "sqznet_tf.errors",
+                 "sqznet_tf.data.spec", "sqznet_tf.training.config")
 
 
 def modules():
@@ -146,6 +147,22 @@ def test_no_tensorflow_in_the_pure_floors():
          for target, line in imports(path)
          if target.split(".")[0] in ("tensorflow", "tf_keras", "keras") or target.startswith("sqznet_tf._keras")]
   assert bad == []
+
+
+def test_a_training_config_is_checked_without_tensorflow():
+  """sqznet-train's flags become a TrainConfig (and a bad value its one-line error) before TensorFlow
+  is imported: a fresh interpreter builds and rejects configs with no tensorflow in sys.modules."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = ("import sys\n"
+          "from sqznet_tf.errors import SqznetError\n"
+          "from sqznet_tf.training.config import TrainConfig\n"
+          "from sqznet_tf.data.spec import DataSpec\n"
+          "TrainConfig(data=DataSpec('embedded', image_size=32, augmentation='pad_crop_flip'))\n"
+          "try:\n  TrainConfig(learning_rate=-0.1)\nexcept SqznetError as e:\n  print(e)\n"
+          "print('tensorflow' in sys.modules)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+  assert out.splitlines() == ["learning_rate=-0.1 is not accepted; expected a number > 0", "False"], out
 
 
 def test_graph_sees_the_imports():

@@ -4,10 +4,12 @@ import dataclasses
 import json
 from typing import Any, Dict, Optional
 
-from sqznet_tf.data.pipeline import DataSpec
+from sqznet_tf.data.spec import DataSpec
 from sqznet_tf.errors import SqznetError
-from sqznet_tf.training.schedules import SCHEDULES
-from sqznet_tf.training.strategies import STRATEGIES
+
+# Names only (no TensorFlow here): schedules.py and strategies.py build what they name.
+SCHEDULES = ("poly", "cosine", "constant")
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 PRECISIONS = (None, "mixed_float16", "mixed_bfloat16")

@@ -9,8 +9,7 @@ Each can be preceded by a linear warm-up from 0 over `warmup_steps`.
 
 from sqznet_tf._keras import keras, tf
 from sqznet_tf.errors import SqznetError
-
-SCHEDULES = ("poly", "cosine", "constant")
+from sqznet_tf.training.config import SCHEDULES  # noqa: F401  (the names live with the config, TF-free)
 
 
 class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):

@@ -6,8 +6,7 @@ from typing import Optional
 
 from sqznet_tf._keras import tf
 from sqznet_tf.errors import SqznetError
-
-STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+from sqznet_tf.training.config import STRATEGIES  # noqa: F401  (the names live with the config, TF-free)
 
 
 def split_cpu(n: int) -> None:
