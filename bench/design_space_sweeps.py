@@ -24,6 +24,8 @@ sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
+from _recipe import RECIPE_FLAGS  # noqa: E402  (bench/ is the script's folder)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 15, "Training epochs per point (cosine schedule over them).")
 flags.DEFINE_list("sr", ["0.125", "0.25", "0.5", "0.75", "1.0"], "Squeeze ratios (pct3x3 0.5).")
@@ -52,10 +54,8 @@ def points():
 def train_args(overrides: dict, seed: int, model_dir: str):
   return [sys.executable, os.path.join(REPO, "tools", "train.py"), f"--model={MODEL}",
           f"--squeeze_ratio={overrides['squeeze_ratio']}", f"--pct3x3={overrides['pct3x3']}",
-          f"--data={FLAGS.data}", f"--val_data={FLAGS.val_data}", "--image_size=32", "--preprocessing=cifar",
-          "--augmentation=pad_crop_flip", "--batch_size=128", f"--epochs={FLAGS.epochs}", "--learning_rate=0.1",
-          "--lr_schedule=cosine", "--warmup_epochs=2", "--weight_decay=5e-4", "--label_smoothing=0.1",
-          "--dropout=0.2", f"--seed={seed}", "--histogram_freq=0", "--verbose=2", f"--model_dir={model_dir}"]
+          f"--data={FLAGS.data}", f"--val_data={FLAGS.val_data}", *RECIPE_FLAGS, f"--epochs={FLAGS.epochs}",
+          "--learning_rate=0.1", "--warmup_epochs=2", f"--seed={seed}", f"--model_dir={model_dir}"]
 
 
 def finished(model_dir: str):

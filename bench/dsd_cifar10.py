@@ -27,6 +27,8 @@ sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
+from _recipe import RECIPE_FLAGS  # noqa: E402  (bench/ is the script's folder)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("base", "runs/cifar10_recipe", "The converged sqznet-train run (bench/cifar10_recipe.py).")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the extra phases; each runs DSD and the control.")
@@ -44,13 +46,11 @@ PHASES = ("phase2_sparse", "phase3_dense")
 
 def run_args(seed: int, sparsity: float, model_dir: str):
   return [sys.executable, os.path.join(REPO, "tools", "dsd.py"), "--model=squeezenet_v1_1_cifar",
-          f"--data={FLAGS.data}", f"--val_data={FLAGS.val_data}", "--image_size=32", "--preprocessing=cifar",
-          "--augmentation=pad_crop_flip", "--batch_size=128", "--lr_schedule=cosine", "--weight_decay=5e-4",
-          "--label_smoothing=0.1", "--dropout=0.2", f"--learning_rate={FLAGS.learning_rate}",
+          f"--data={FLAGS.data}", f"--val_data={FLAGS.val_data}", *RECIPE_FLAGS, f"--learning_rate={FLAGS.learning_rate}",
           f"--init_weights={os.path.join(FLAGS.base, 'final.weights.h5')}", "--dense_epochs=0",
           f"--sparse_epochs={FLAGS.sparse_epochs}", f"--redense_epochs={FLAGS.redense_epochs}",
-          f"--sparsity={sparsity}", "--keep_dense=conv1", f"--seed={seed}", "--histogram_freq=0", "--verbose=2",
-          "--format=json", f"--model_dir={model_dir}"]
+          f"--sparsity={sparsity}", "--keep_dense=conv1", f"--seed={seed}", "--format=json",
+          f"--model_dir={model_dir}"]
 
 
 def curve(model_dir: str):

@@ -23,9 +23,11 @@ from sqznet_tf import io as sq_io
 from sqznet_tf.data import preprocessing
 from sqznet_tf.data import sources
 from sqznet_tf.data.sources import FORMATS as DATA_FORMATS
+from sqznet_tf.data.spec import AUGMENTATIONS
 from sqznet_tf.formats.labels import read_labels
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.models.configs import BYPASS_CHOICES, list_models
+from sqznet_tf.training.config import SCHEDULES, STRATEGIES
 
 FLAGS = flags.FLAGS
 HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "--helpfull", "--helpxml", "-?")
@@ -337,7 +339,7 @@ def define_train_flags(model: str = "squeezenet_v1_1") -> None:
   define_optimisation_flags()
   flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam", "adamw"], "sgd: momentum SGD as the Caffe solver.")
   flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-  flags.DEFINE_enum("lr_schedule", "poly", ["poly", "cosine", "constant"], "poly: Caffe's linear decay to 0.")
+  flags.DEFINE_enum("lr_schedule", "poly", list(SCHEDULES), "poly: Caffe's linear decay to 0.")
   flags.DEFINE_float("warmup_epochs", 0.0, "Linear learning-rate warm-up, in epochs.")
   flags.DEFINE_float("weight_decay", 2e-4, "L2 weight decay on kernels (Caffe solver: 0.0002).")
   flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
@@ -348,7 +350,7 @@ def define_train_flags(model: str = "squeezenet_v1_1") -> None:
                       "'cifar10' or a .sqz file (the same architecture: every tensor must fit).")
   flags.DEFINE_enum("mixed_precision", None, ["mixed_float16", "mixed_bfloat16"], "Mixed-precision policy.")
   flags.DEFINE_bool("jit_compile", False, "Compile with XLA (slower than plain TF on CPUs).")
-  flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker_mirrored", "tpu"],
+  flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
                     "Distribution strategy; multi_worker_mirrored reads TF_CONFIG.")
   flags.DEFINE_string("tpu", None, "TPU address or name for --strategy=tpu ('local' on a TPU VM).")
   flags.DEFINE_integer("cpu_devices", None, "Split the CPU into this many logical devices (mirrored "
@@ -371,7 +373,7 @@ def define_training_data_flags(data: str = "embedded") -> None:
   define_label_offset_flag()
   flags.DEFINE_integer("image_size", 32, "Network input side in pixels (crop size).", lower_bound=8)
   define_preprocessing_flag("caffe")
-  flags.DEFINE_enum("augmentation", "crop_flip", ["crop_flip", "pad_crop_flip", "random_resized_crop", "none"],
+  flags.DEFINE_enum("augmentation", "crop_flip", list(AUGMENTATIONS),
                     "crop_flip: random crop of the resized image + horizontal flip (the paper's); "
                     "pad_crop_flip: 4 reflected pixels around the image, a random crop back to its size "
                     "+ flip (CIFAR).")

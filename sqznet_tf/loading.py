@@ -356,12 +356,8 @@ def describe_source(model, ref) -> dict:
   ref = None if ref is None else os.fspath(ref)
   return {"architecture": src.get("architecture"), "overrides": src.get("overrides", {}),
           "classes": int(model.output_shape[-1]), "input_size": int(model.input_shape[1]),
-          "weights": ref if ref in (None, "imagenet") or ref in configs.MODEL_CONFIGS or _is_shipped_name(ref)
+          "weights": ref if ref in (None, "imagenet") or ref in configs.MODEL_CONFIGS or weights_lib.shipped_name(ref)
           else os.path.basename(ref.rstrip("/" + os.sep))}
-
-
-def _is_shipped_name(ref: str) -> bool:
-  return ref in weights_lib.PRETRAINED and not os.path.exists(ref)
 
 
 __all__ = ["COMPRESS_RECORD", "EXPORT_META", "FORMS", "describe_source", "load_model", "source_of"]

@@ -92,7 +92,7 @@ def _wants_cifar_run(config) -> bool:
 
 
 def pytest_configure(config):
-  import shutil  # pylint: disable=g-import-not-at-top
+  import shlex  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   import tempfile  # pylint: disable=g-import-not-at-top
@@ -106,18 +106,20 @@ def pytest_configure(config):
   os.environ[CIFAR_RUN_ENV] = str(model_dir)
   cmd = [sys.executable, str(REPO / "tools" / "train.py"), f"--data={root / 'train'}", f"--val_data={root / 'test'}",
          f"--model_dir={model_dir}", *CIFAR_RUN_FLAGS]
-  # The exit status goes to a file the workers can read; the shell writes it once training exits.
-  script = " ".join(f"'{a}'" for a in cmd) + f" > '{work / 'train.log'}' 2>&1; echo $? > '{work / 'rc.tmp'}'" \
-      + f" && mv '{work / 'rc.tmp'}' '{work / 'rc'}'"
+  # The exit status goes to a file the workers can read, written (then renamed) once training exits.
+  q = lambda p: shlex.quote(str(p))  # noqa: E731
+  script = f"{shlex.join(cmd)} > {q(work / 'train.log')} 2>&1; echo $? > {q(work / 'rc.tmp')} && " \
+           f"mv {q(work / 'rc.tmp')} {q(work / 'rc')}"
   proc = subprocess.Popen(["sh", "-c", script], env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
                           start_new_session=True)
-  _background.append((proc, work, shutil))
+  _background.append((proc, work))
 
 
 def pytest_unconfigure(config):
   del config
+  import shutil  # pylint: disable=g-import-not-at-top
   import signal  # pylint: disable=g-import-not-at-top
-  for proc, work, shutil in _background:
+  for proc, work in _background:
     if proc.poll() is None:
       os.killpg(proc.pid, signal.SIGTERM)
       proc.wait()

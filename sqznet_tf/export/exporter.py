@@ -13,7 +13,7 @@ from sqznet_tf.compression import tflite as tflite_lib
 from sqznet_tf.data import preprocessing
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.export import portable, serving, verify
-from sqznet_tf.formats.labels import read_labels
+from sqznet_tf.formats.labels import read_labels, stored_labels
 from sqznet_tf.io import atomic_folder, prepare_output_folder, read_bytes, write_json_atomic
 
 
@@ -65,8 +65,9 @@ def class_names(info, classes: int, labels: Optional[str], log: Callable[[str], 
   stored = info.labels if info else ""
   if stored and os.path.isfile(stored):
     return read_labels(stored).names, os.path.basename(stored)
-  if stored and len(stored.split(",")) == classes:
-    return stored.split(","), "the weights' metadata"
+  names = stored_labels(stored, classes)
+  if names is not None:
+    return names.names, names.source
   log(f"no class names for the {classes} classes (pass --labels): the labels output will hold class numbers")
   return [str(i) for i in range(classes)], "class numbers"
 

@@ -193,13 +193,13 @@ def reference_model(folder: str, weights=None, model: Optional[str] = None, over
   ref = weights
   if ref is None:
     ref = src.get("ref") or src.get("weights")
-    if ref and ref != "imagenet" and ref not in configs.MODEL_CONFIGS and ref not in weights_lib.PRETRAINED \
+    if ref and ref != "imagenet" and ref not in configs.MODEL_CONFIGS and not weights_lib.shipped_name(ref) \
         and not os.path.isabs(ref):
       ref = os.path.normpath(os.path.join(folder, ref))  # recorded relative to the version folder
   if model is None:
     model, overrides = src.get("architecture") or src.get("model"), dict(src.get("overrides") or {}, **(overrides or {}))
   if ref and ref not in ("imagenet",) and not os.path.exists(ref) and ref not in configs.MODEL_CONFIGS \
-      and ref not in weights_lib.PRETRAINED:
+      and not weights_lib.shipped_name(ref):
     raise SqznetError(f"the export records its weights as {ref!r}, which is not here; pass --weights=PATH")
   return loading.load_model(ref, model=model, overrides=overrides, classes=src.get("classes"),
                             input_size=src.get("input_size"))[0], ref

@@ -48,12 +48,9 @@ def split_kwargs(kwargs):
 
 def _shipped_classes(weights) -> int:
   """Classes of shipped weights named by `weights` ("cifar10"), else 0."""
-  import os  # pylint: disable=g-import-not-at-top
   from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
-  if isinstance(weights, (str, os.PathLike)) and os.fspath(weights) in weights_lib.PRETRAINED \
-      and not os.path.exists(os.fspath(weights)):
-    return weights_lib.PRETRAINED[os.fspath(weights)][2]
-  return 0
+  name = weights_lib.shipped_name(weights)
+  return weights_lib.PRETRAINED[name][2] if name else 0
 
 
 def get_model(model_name: str, /, **kwargs):

@@ -28,15 +28,14 @@ def check_builder_args(config, include_top: bool, weights, pooling, classes) -> 
       if include_top and classes != 1000:
         raise SqznetError(f"weights='imagenet' have 1000 classes; classes={classes} is not accepted with "
                           "them (use include_top=False for other classes)")
-    elif os.fspath(weights) in weights_lib.PRETRAINED and not os.path.exists(weights):
-      _, architecture, n = weights_lib.PRETRAINED[os.fspath(weights)]
+    elif weights_lib.shipped_name(weights):
+      name = weights_lib.shipped_name(weights)
+      _, architecture, n = weights_lib.PRETRAINED[name]
       if config.name != architecture:
-        raise SqznetError(f"weights={os.fspath(weights)!r} are for {architecture}; {config.name} is not accepted "
-                          "with them")
+        raise SqznetError(f"weights={name!r} are for {architecture}; {config.name} is not accepted with them")
       if include_top and classes != n:
-        raise SqznetError(f"weights={os.fspath(weights)!r} have {n} classes; classes={classes} is not accepted "
-                          "with them")
-      weights_lib.pretrained_path(os.fspath(weights))  # raises when the package's file is missing
+        raise SqznetError(f"weights={name!r} have {n} classes; classes={classes} is not accepted with them")
+      weights_lib.pretrained_path(name)  # raises when the package's file is missing
     elif not os.path.exists(weights):
       raise SqznetError(f"weights file {str(weights)!r} does not exist")
 

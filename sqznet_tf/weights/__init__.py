@@ -43,13 +43,19 @@ def pretrained_path(name: str) -> str:
   return path
 
 
-def resolve(weights):
-  """A shipped weights name as the path of its file; any other value unchanged (a file or folder
-  of that name in the working directory wins over the name)."""
+def shipped_name(weights) -> Optional[str]:
+  """`weights` as a key of PRETRAINED when it names weights the package ships, else None (a file or
+  folder of that name in the working directory wins over the name)."""
   if isinstance(weights, (str, os.PathLike)) and os.fspath(weights) in PRETRAINED \
       and not os.path.exists(os.fspath(weights)):
-    return pretrained_path(os.fspath(weights))
-  return weights
+    return os.fspath(weights)
+  return None
+
+
+def resolve(weights):
+  """A shipped weights name as the path of its file; any other value unchanged."""
+  name = shipped_name(weights)
+  return pretrained_path(name) if name else weights
 
 
 IMAGENET_INFO = WeightsInfo(
@@ -275,5 +281,6 @@ def attach_info(model, info: WeightsInfo) -> None:
 
 __all__ = ["IMAGENET_INFO", "INFO_SUFFIX", "RELEASE_URL", "WeightsInfo", "attach_info", "cache_dir",
            "check_hdf5", "container_info", "fetch_imagenet", "is_container", "is_hdf5", "load_compressed", "load_container",
-           "load_weights", "read_info", "read_release", "release_info", "save_model", "save_weights", "weights_info",
+           "load_weights", "read_info", "read_release", "release_info", "resolve", "save_model", "save_weights", "shipped_name",
+           "weights_info",
            "write_info"]
