@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from tests.conftest import photos_apart, shared_data_dir
+from tests.conftest import shared_data_dir
 from tests.tools import last_json, run_tool
 
 LIMIT = 100  # test photos per evaluation, round-robin over the 10 classes
@@ -56,14 +56,36 @@ def test_evaluate_gives_the_same_accuracy_for_every_dense_form(forms):
 
 
 def test_the_compress_run_folder_loads_as_its_sqz(forms):
-  """A sqznet-compress work folder (compress.json) loads as the file it wrote: 8-bit sharing stays
-  within 2 points of the dense model (measured by compress itself: the loaded and encoded rows)."""
+  """A sqznet-compress work folder (compress.json) loads as the file it wrote."""
   r = run_tool("evaluate", f"--weights={forms['compress_run']}", f"--data_dir={forms['test_dir']}",
                f"--limit={LIMIT}", "--format=json")
   assert r.returncode == 0, r.stderr
-  encoded = forms["compress_rows"][-1]
-  assert last_json(r.stdout)["top1"] == encoded["top1"]
-  assert photos_apart(encoded["top1"], forms["compress_rows"][0]["top1"], LIMIT) <= 2
+  assert last_json(r.stdout)["top1"] == forms["compress_rows"][-1]["top1"]
+
+
+def test_eight_bit_sharing_changes_only_near_ties(forms):
+  """8-bit sharing moves no probability by more than 0.05, and changes the top-1 class of a photo
+  only where the dense model's top two classes were within 0.05 of each other.
+
+  Per photo rather than as a top-1 difference: this 4-epoch model decides many photos by a hair
+  (measured on 500 test photos: 8 flipped, every one with a dense margin under 0.01, largest
+  probability change 0.023), so on 100 photos its top-1 moved by 0 to 3 photos from run to run.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from sqznet_tf import loading  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.data import preprocessing, sources  # pylint: disable=g-import-not-at-top
+  dense, info = loading.load_model(forms["run"])
+  shared, _ = loading.load_model(forms["sqz"])
+  files = sources.open_source(forms["test_dir"]).files[:LIMIT]  # round-robin over the classes
+  prep = preprocessing.Preprocessor(info.preprocessing)
+  x = np.stack([prep(open(path, "rb").read()) for path, _ in files])
+  p_dense = dense.predict_on_batch(x)
+  p_shared = shared.predict_on_batch(x)
+  assert float(np.max(np.abs(p_dense - p_shared))) <= 0.05
+  top2 = np.sort(p_dense, axis=1)[:, -2:]
+  flipped = np.argmax(p_dense, axis=1) != np.argmax(p_shared, axis=1)
+  assert np.all(top2[flipped, 1] - top2[flipped, 0] < 0.05), (top2[flipped], np.flatnonzero(flipped))
+  assert flipped.sum() <= 5, flipped.sum()
 
 
 def test_predict_names_cifar_classes_from_a_sqz(forms):
