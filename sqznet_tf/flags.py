@@ -383,14 +383,14 @@ def define_training_data_flags(data: str = "embedded") -> None:
 
 def data_spec_from_flags(**changes):
   """The DataSpec that the training data flags describe."""
-  from sqznet_tf.data import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
-  source, path = pipeline.resolve_source(FLAGS.data, FLAGS.data_format)
+  from sqznet_tf.data.spec import DataSpec  # pylint: disable=g-import-not-at-top
+  source, path = sources.resolve_source(FLAGS.data, FLAGS.data_format)
   values = dict(source=source, path=path, val_path=FLAGS.val_data, val_split=FLAGS.val_split,
                 image_size=FLAGS.image_size, preprocessing=FLAGS.preprocessing, augmentation=FLAGS.augmentation,
                 seed=FLAGS.seed if "seed" in FLAGS else 0, deterministic=FLAGS.deterministic,
                 strict=FLAGS.strict_data, label_offset=FLAGS.label_offset)
   values.update(changes)
-  return pipeline.DataSpec(**values)
+  return DataSpec(**values)
 
 
 def train_config_from_flags(**changes):

@@ -44,9 +44,9 @@ COLUMNS = ["phase", "epochs", "learning_rate", "val_accuracy", "val_top5", "spar
 
 def main(argv):
   del argv
-  from sqznet_tf.pruning.dsd import DSDConfig, run_dsd  # pylint: disable=g-import-not-at-top
   base = sq_flags.train_config_from_flags()
   sq_flags.check_outputs(folders=[("--model_dir", FLAGS.model_dir)])
+  from sqznet_tf.pruning.dsd import DSDConfig, run_dsd  # pylint: disable=g-import-not-at-top  (TensorFlow)
   cfg = DSDConfig(base=base, dense_epochs=FLAGS.dense_epochs, sparse_epochs=FLAGS.sparse_epochs,
                   redense_epochs=FLAGS.redense_epochs, dense_lr=FLAGS.dense_lr, sparse_lr=FLAGS.sparse_lr,
                   redense_lr=FLAGS.redense_lr, sparsity=sq_flags.sparsity_from_flags(),

@@ -38,9 +38,9 @@ sq_flags.define_output_flags()
 
 def main(argv):
   del argv
+  sq_flags.check_outputs(files=[("--output", FLAGS.output)])  # before TensorFlow: a bad path fails in 1 s
   from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
   from sqznet_tf.io import write_json_atomic  # pylint: disable=g-import-not-at-top
-  sq_flags.check_outputs(files=[("--output", FLAGS.output)])
   source = sq_flags.source_from_flags()
   reporting.progress(f"{source.layout} source {source.location}: "
                      f"{len(source) if source.size_known else 'unknown number of'} images")

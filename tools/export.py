@@ -55,6 +55,7 @@ sq_flags.define_output_flags(output=False)
 
 def main(argv):
   del argv
+  sq_flags.check_outputs(folders=[("--export_dir", FLAGS.export_dir)])
   from sqznet_tf.export import exporter  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
   cfg = exporter.ExportConfig(
       export_dir=FLAGS.export_dir, version=FLAGS.version, overwrite=FLAGS.overwrite, labels=FLAGS.labels,
@@ -62,7 +63,6 @@ def main(argv):
       representative_data=FLAGS.representative_data, representative_count=FLAGS.representative_count,
       tflite_sparsity=FLAGS.tflite_sparsity, onnx=FLAGS.onnx, opset=FLAGS.opset)
   cfg.validate()
-  sq_flags.check_outputs(folders=[("--export_dir", FLAGS.export_dir)])
   model, info = sq_flags.load_model_from_flags()
   out = exporter.export(model, info, sq_flags.model_ref_from_flags(), cfg, log=reporting.progress)
   if FLAGS.format == "json":

@@ -52,10 +52,10 @@ sq_flags.define_output_flags(output=False)
 
 def main(argv):
   del argv
-  from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
-  from sqznet_tf.pruning import sensitivity as sens  # pylint: disable=g-import-not-at-top
   sparsities = sq_flags.float_list("sparsities", FLAGS.sparsities)
   sq_flags.check_outputs(folders=[("--output_dir", FLAGS.output_dir)])
+  from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
+  from sqznet_tf.pruning import sensitivity as sens  # pylint: disable=g-import-not-at-top
   source = sq_flags.source_from_flags()
   model, info = sq_flags.load_model_from_flags()
   prep = sq_flags.preprocessing_from_flags(info, model)

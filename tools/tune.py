@@ -66,9 +66,9 @@ sq_flags.define_output_flags(output=False)
 
 def main(argv):
   del argv
+  sq_flags.check_outputs(folders=[("--directory", FLAGS.directory)])
   from sqznet_tf.search import space as space_lib  # pylint: disable=g-import-not-at-top  (TensorFlow after parsing)
   from sqznet_tf.search import tuner as tuner_lib  # pylint: disable=g-import-not-at-top
-  sq_flags.check_outputs(folders=[("--directory", FLAGS.directory)])
   space = (space_lib.parse(dict(space_lib.SR_SWEEP if FLAGS.sweep == "sr" else space_lib.PCT3X3_SWEEP,
                                 batch_norm=True)) if FLAGS.sweep else space_lib.parse(FLAGS.space))
   cfg = tuner_lib.SearchConfig(

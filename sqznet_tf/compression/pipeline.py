@@ -30,6 +30,7 @@ from sqznet_tf import weights as weights_lib
 from sqznet_tf.analysis import storage
 from sqznet_tf.data import pipeline as data_pipeline
 from sqznet_tf.data import preprocessing
+from sqznet_tf.data import sources
 from sqznet_tf.compression import cluster, container, quantize, sharing, tflite
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.formats import net as net_format
@@ -324,7 +325,7 @@ class FineTuneData:
 
   def train_config(self, cfg: CompressConfig, model, info):
     """The base TrainConfig of the fine-tuning runs, for `model`'s input size and preprocessing."""
-    source, path = data_pipeline.resolve_source(self.data, self.data_format)
+    source, path = sources.resolve_source(self.data, self.data_format)
     spec = data_pipeline.DataSpec(source=source, path=path, val_split=self.val_split, image_size=int(model.input_shape[1]),
                     preprocessing=info.preprocessing.mode if info else "caffe")
     arch, overrides = _source(cfg, model)

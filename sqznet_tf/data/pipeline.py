@@ -317,25 +317,6 @@ def _count_records(files) -> int:
   return sum(1 for _ in tf.data.TFRecordDataset(files))
 
 
-def resolve_source(data: str, data_format: str = "auto"):
-  """(source, path) of a DataSpec for a data argument (embedded, synthetic, tfds:NAME, a folder or
-  TFRecords) and a layout (auto, folders or tfrecord)."""
-  if data in ("embedded", "synthetic"):
-    return data, None
-  if data.startswith("tfds:"):
-    return "tfds", data[len("tfds:"):]
-  if data_format == "flat":
-    raise SqznetError("--data_format=flat is for evaluation; training reads class folders or TFRecords")
-  if data_format != "auto":
-    return {"folders": "folder"}.get(data_format, data_format), data
-  if sources.tfrecord_files(data):
-    return "tfrecord", data
-  if not os.path.exists(data):
-    raise SqznetError(f"--data {data!r} does not exist (expected embedded, synthetic, tfds:NAME, an "
-                      "image folder or TFRecords)")
-  return "folder", data
-
-
 def make_datasets(spec: DataSpec, batch_size: int, num_classes: Optional[int] = None,
                   drop_remainder: bool = False) -> Datasets:
   """Builds the training and validation datasets described by `spec`.

@@ -117,6 +117,25 @@ def detect_layout(path: str) -> str:
                     "named nXXXXXXXX_*, no TFRecords; pass --data_format")
 
 
+def resolve_source(data: str, data_format: str = "auto"):
+  """(source, path) of a DataSpec for a data argument (embedded, synthetic, tfds:NAME, a folder or
+  TFRecords) and a layout (auto, folders or tfrecord)."""
+  if data in ("embedded", "synthetic"):
+    return data, None
+  if data.startswith("tfds:"):
+    return "tfds", data[len("tfds:"):]
+  if data_format == "flat":
+    raise SqznetError("--data_format=flat is for evaluation; training reads class folders or TFRecords")
+  if data_format != "auto":
+    return {"folders": "folder"}.get(data_format, data_format), data
+  if tfrecord_files(data):
+    return "tfrecord", data
+  if not os.path.exists(data):
+    raise SqznetError(f"--data {data!r} does not exist (expected embedded, synthetic, tfds:NAME, an "
+                      "image folder or TFRecords)")
+  return "folder", data
+
+
 def interleave_classes(files: List[Tuple[str, int]]) -> List[Tuple[str, int]]:
   """(path, label) pairs reordered round-robin over the classes, each class keeping its own order.
 

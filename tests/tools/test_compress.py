@@ -15,7 +15,7 @@ run = run_tool
 def test_six_bit_release_is_under_470_kib_within_a_point(release_path, sample_dir, synsets, tmp_path):
   out = tmp_path / "squeezenet_6bit.sqz"
   r = run("compress", f"--weights={release_path}", "--bits=6", f"--output={out}", f"--data_dir={sample_dir}",
-          f"--labels={synsets}", "--format=json")
+          f"--labels={synsets}", f"--work_dir={tmp_path / 'work'}", "--format=json")
   assert r.returncode == 0, r.stderr
   d = last_json(r.stdout)
   loaded, shared, encoded = d["stages"]
@@ -34,10 +34,11 @@ def test_six_bit_release_is_under_470_kib_within_a_point(release_path, sample_di
 
 def test_eight_bit_release_formats(release_path, tmp_path):
   sqz, net = tmp_path / "r8.sqz", tmp_path / "r8.net"
-  r = run("compress", f"--weights={release_path}", "--noentropy", f"--output={sqz}", "--format=json")
+  r = run("compress", f"--weights={release_path}", "--noentropy", f"--output={sqz}", f"--work_dir={tmp_path / 'w1'}",
+          "--format=json")
   assert r.returncode == 0, r.stderr
   assert last_json(r.stdout)["stages"][-1]["file_bytes"] == os.path.getsize(sqz) <= 660 * 1024
-  r = run("compress", f"--weights={release_path}", f"--output={net}", "--format=json")
+  r = run("compress", f"--weights={release_path}", f"--output={net}", f"--work_dir={tmp_path / 'w2'}", "--format=json")
   assert r.returncode == 0, r.stderr
   from sqznet_tf.formats import net as deep_compression
   from sqznet_tf.formats import sqz as sqz_format
@@ -59,7 +60,7 @@ def test_bad_flags_fail_cleanly(release_path, tmp_path):
                         (["--output_format=net", "--bits=6"], "holds 8-bit shared weights"),
                         (["--cluster_epochs=1"], "give --train_data"),
                         (["--cluster_init=kmeans"], "--cluster_init")]:
-    r = run("compress", f"--weights={release_path}", f"--output={out}", *args)
+    r = run("compress", f"--weights={release_path}", f"--output={out}", f"--work_dir={tmp_path / 'work'}", *args)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert message in r.stderr, r.stderr
     assert not out.exists()

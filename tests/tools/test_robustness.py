@@ -39,6 +39,16 @@ def a_file(tmp_path_factory):
   return path
 
 
+@pytest.fixture(scope="module")
+def no_tensorflow(tmp_path_factory):
+  """A folder whose `tensorflow` package fails to import: put first on PYTHONPATH, it shows that a
+  binary got as far as it did without TensorFlow."""
+  root = tmp_path_factory.mktemp("no_tensorflow")
+  (root / "tensorflow").mkdir()
+  (root / "tensorflow" / "__init__.py").write_text('raise ImportError("tensorflow imported")\n')
+  return root
+
+
 @pytest.mark.parametrize("tool, args, fragment", [
     ("evaluate", ["--data_dir={cifar}", "--output={f}/r.json"], "cannot write --output"),
     ("analyze", ["--output={f}/r.json"], "cannot write --output"),
@@ -49,9 +59,12 @@ def a_file(tmp_path_factory):
     ("dsd", ["--data=embedded", "--model_dir={f}/run"], "cannot create --model_dir"),
     ("tune", ["--data=embedded", "--directory={f}/search"], "cannot create --directory"),
 ])
-def test_unwritable_outputs_fail_before_the_work(tool, args, fragment, a_file, release_path):
+def test_unwritable_outputs_fail_before_the_work(tool, args, fragment, a_file, no_tensorflow, release_path):
+  """Before any work and before TensorFlow is imported (a stand-in tensorflow package that fails to
+  import is first on the path): a bad output path is answered in well under a second."""
   cifar = shared_data_dir("cifar10_subset", "test")
-  r = run_tool(tool, *(a.format(f=a_file, cifar=cifar, release=release_path) for a in args))
+  r = run_tool(tool, *(a.format(f=a_file, cifar=cifar, release=release_path) for a in args),
+               env={"PYTHONPATH": str(no_tensorflow)})
   _one_line_error(r, fragment)
   assert "evaluating [" not in r.stderr and "measuring" not in r.stderr and "Epoch 1" not in r.stdout
 
