@@ -271,6 +271,18 @@ def model_ref_from_flags():
   return FLAGS.saved_model or FLAGS.weights
 
 
+def check_model_flags(input_size=None) -> None:
+  """Before TensorFlow: the registry model and metaparameters the flags name (when no weights are
+  given, or --model is given with them) exist and accept the input size; SqznetError otherwise."""
+  if model_ref_from_flags() and not FLAGS["model"].present:
+    return  # the weights name their own network
+  from sqznet_tf.models import configs  # pylint: disable=g-import-not-at-top  (TF-free)
+  config = configs.get_config(FLAGS.model, **overrides_from_flags())
+  size = input_size or FLAGS.input_size
+  if size:
+    configs.check_input_size(config, size, size)
+
+
 def load_model_from_flags(input_size=None):
   """(model, WeightsInfo or None) for the model flags; `input_size` replaces --input_size when given."""
   from sqznet_tf import loading  # pylint: disable=g-import-not-at-top  (TensorFlow: after flag parsing)

@@ -46,6 +46,8 @@ flags.DEFINE_string("sparsity_png", None, "With --weights: also draw per-layer s
 def main(argv):
   del argv
   sq_flags.check_outputs(files=[("--output", FLAGS.output), ("--sparsity_png", FLAGS.sparsity_png)])
+  if not FLAGS.compare and not FLAGS.kernel_example:
+    sq_flags.check_model_flags()
   from sqznet_tf.analysis import report  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
   from sqznet_tf.io import write_json_atomic  # pylint: disable=g-import-not-at-top
   overrides, md = sq_flags.overrides_from_flags(), FLAGS.format == "markdown"

@@ -71,6 +71,7 @@ sq_flags.define_output_flags(output=False)
 def main(argv):
   del argv
   sq_flags.check_outputs(files=[("--output", FLAGS.output), ("--int8_tflite", FLAGS.int8_tflite)])
+  sq_flags.check_model_flags()
   from sqznet_tf.compression import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow after parsing)
   fmt = FLAGS.output_format or ("net" if FLAGS.output and FLAGS.output.endswith(".net") else "sqz")
   cfg = pipeline.CompressConfig(

@@ -39,6 +39,7 @@ sq_flags.define_output_flags()
 def main(argv):
   del argv
   sq_flags.check_outputs(files=[("--output", FLAGS.output)])  # before TensorFlow: a bad path fails in 1 s
+  sq_flags.check_model_flags(input_size=FLAGS.crop_size)
   from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
   from sqznet_tf.io import write_json_atomic  # pylint: disable=g-import-not-at-top
   source = sq_flags.source_from_flags()

@@ -56,6 +56,7 @@ sq_flags.define_output_flags(output=False)
 def main(argv):
   del argv
   sq_flags.check_outputs(folders=[("--export_dir", FLAGS.export_dir)])
+  sq_flags.check_model_flags()
   from sqznet_tf.export import exporter  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
   cfg = exporter.ExportConfig(
       export_dir=FLAGS.export_dir, version=FLAGS.version, overwrite=FLAGS.overwrite, labels=FLAGS.labels,

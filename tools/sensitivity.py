@@ -54,6 +54,7 @@ def main(argv):
   del argv
   sparsities = sq_flags.float_list("sparsities", FLAGS.sparsities)
   sq_flags.check_outputs(folders=[("--output_dir", FLAGS.output_dir)])
+  sq_flags.check_model_flags()
   from sqznet_tf import evaluation  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
   from sqznet_tf.pruning import sensitivity as sens  # pylint: disable=g-import-not-at-top
   source = sq_flags.source_from_flags()
