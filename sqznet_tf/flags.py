@@ -433,8 +433,8 @@ def define_sparsity_flags() -> None:
 
 def sparsity_from_flags():
   """--sparsity parsed (a float or a layer -> sparsity map)."""
-  from sqznet_tf.pruning import prune  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
-  return prune.load_spec(FLAGS.sparsity)
+  from sqznet_tf.pruning.spec import load_spec  # pylint: disable=g-import-not-at-top  (TF-free)
+  return load_spec(FLAGS.sparsity)
 
 
 def float_list(name: str, values, lo: float = 0.0, hi: float = 1.0):

@@ -35,7 +35,9 @@ FLOORS = [
     ("package", ["sqznet_tf"]),  # the top-level __init__: public names, loaded lazily
 ]
 NO_TENSORFLOW = ("sqznet_tf.formats", "sqznet_tf.models.configs", "sqznet_tf.io", "sqznet_tf.errors",
-                 "sqznet_tf.data.spec", "sqznet_tf.training.config")
+                 "sqznet_tf.data.spec", "sqznet_tf.training.config",
+                 "sqznet_tf.compression.config", "sqznet_tf.compression.sharing",
+                 "sqznet_tf.pruning.spec")
 
 
 def modules():

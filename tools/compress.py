@@ -72,15 +72,17 @@ def main(argv):
   del argv
   sq_flags.check_outputs(files=[("--output", FLAGS.output), ("--int8_tflite", FLAGS.int8_tflite)])
   sq_flags.check_model_flags()
-  from sqznet_tf.compression import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow after parsing)
+  from sqznet_tf.compression.config import CompressConfig  # pylint: disable=g-import-not-at-top  (TF-free)
   fmt = FLAGS.output_format or ("net" if FLAGS.output and FLAGS.output.endswith(".net") else "sqz")
-  cfg = pipeline.CompressConfig(
+  cfg = CompressConfig(
       model=FLAGS.model, overrides=sq_flags.overrides_from_flags(), weights=sq_flags.model_ref_from_flags(),
       classes=FLAGS.classes, input_size=FLAGS.input_size, prune=FLAGS.prune, sparsity=sq_flags.sparsity_from_flags(),
       keep_dense=tuple(FLAGS.keep_dense), prune_epochs=FLAGS.prune_epochs, cluster=FLAGS.cluster, bits=FLAGS.bits,
       cluster_init=FLAGS.cluster_init, cluster_epochs=FLAGS.cluster_epochs, entropy=FLAGS.entropy,
       layout=FLAGS.layout, index_bits=FLAGS.index_bits, output=FLAGS.output, output_format=fmt,
       work_dir=FLAGS.work_dir, int8_tflite=FLAGS.int8_tflite, qat_epochs=FLAGS.qat_epochs)
+  cfg.validate(train_data=bool(FLAGS.train_data))  # before TensorFlow: a bad flag is answered at once
+  from sqznet_tf.compression import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow after parsing)
   finetune = pipeline.FineTuneData(FLAGS.train_data, FLAGS.val_split, FLAGS.batch_size, FLAGS.learning_rate,
                                    FLAGS.steps_per_epoch) if FLAGS.train_data else None
   out = pipeline.run(cfg, sq_flags.source_from_flags() if FLAGS.data_dir else None, FLAGS.limit, FLAGS.batch_size,

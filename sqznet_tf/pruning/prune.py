@@ -13,9 +13,7 @@ reaches its target to one weight.
 
 import dataclasses
 import fnmatch
-import json
-import os
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -23,9 +21,9 @@ from sqznet_tf._keras import keras, tfmot
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.io import save_figure
 from sqznet_tf.models.layers import CUSTOM_OBJECTS
+from sqznet_tf.pruning.spec import SparsitySpec, check_sparsity as _check_sparsity, load_spec  # noqa: F401  (load_spec here for callers)
 
 SCHEDULES = ("constant", "polynomial")
-SparsitySpec = Union[float, Dict[str, float]]
 
 
 def prunable_layers(model) -> List[str]:
@@ -92,50 +90,6 @@ def apply_map(model, sparsity_map: Dict[str, float]) -> None:
     if s:
       layer = model.get_layer(name)
       layer.kernel.assign(magnitude_prune_kernel(layer.kernel.numpy(), s))
-
-
-def _check_sparsity(key: str, value) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-    raise SqznetError(f"sparsity {value!r} for {key!r} is not accepted; expected a number in [0, 1)")
-  return float(value)
-
-
-def load_spec(text_or_path: str) -> SparsitySpec:
-  """A sparsity spec from a number ("0.67"), inline JSON, or a .json / .yaml / .yml file."""
-  s = str(text_or_path).strip()
-  try:
-    return _check_sparsity("all layers", float(s))
-  except ValueError:
-    pass
-  if os.path.exists(s):
-    with open(s, encoding="utf-8") as f:
-      text = f.read()
-    if s.endswith((".yaml", ".yml")):
-      try:
-        import yaml  # pylint: disable=g-import-not-at-top  (optional format, read only for YAML files)
-      except ImportError:
-        raise SqznetError(f"{s}: reading YAML needs pyyaml (pip install pyyaml), or give JSON") from None
-      try:
-        data = yaml.safe_load(text)
-      except yaml.YAMLError as e:
-        raise SqznetError(f"{s}: not valid YAML ({str(e).splitlines()[0]})") from None
-    else:
-      try:
-        data = json.loads(text)
-      except ValueError as e:
-        raise SqznetError(f"{s}: not valid JSON ({e})") from None
-  else:
-    try:
-      data = json.loads(s)
-    except ValueError:
-      raise SqznetError(f"sparsity spec {s!r} is not accepted; expected a number in [0, 1), a JSON map "
-                        "like '{\"fire*_expand3x3\": 0.67}', or a .json/.yaml file") from None
-  if isinstance(data, (int, float)) and not isinstance(data, bool):
-    return _check_sparsity("all layers", data)
-  if not isinstance(data, dict) or not data:
-    raise SqznetError(f"sparsity spec {s!r} is not accepted; expected a number or a non-empty map of "
-                      "layer names/globs to sparsities")
-  return {str(k): _check_sparsity(str(k), v) for k, v in data.items()}
 
 
 def resolve_targets(model, spec: SparsitySpec, keep_dense: Iterable[str] = ()) -> Dict[str, float]:
