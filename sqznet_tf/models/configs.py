@@ -322,11 +322,12 @@ MODEL_CONFIGS: Dict[str, ModelConfig] = {
     "squeezenet_v1_1_complex_bypass": dataclasses.replace(_V1_1, name="squeezenet_v1_1_complex_bypass",
                                                           bypass="complex"),
     # SqueezeNet v1.1 for 32x32 images (CIFAR-10): a 3x3 stride-1 conv1 with padding 1 instead of
-    # stride 2, so the 32x32 image is not halved before the first pool; the v1.1 pools after
-    # conv1, fire3 and fire5 (32 -> 16 -> 8 -> 4); batch norm after every conv. The kernels of
-    # squeezenet_v1_1 (same shapes).
+    # stride 2, so the 32x32 image is not halved before the first pool; two pools, after conv1 and
+    # fire5 (32 -> 16 -> 8: fire2-5 on 16x16, fire6-9 and conv10 on 8x8; v1.1's third pool would
+    # leave fire6-9 on 4x4); batch norm after every conv. The kernels of squeezenet_v1_1 (same shapes).
     "squeezenet_v1_1_cifar": dataclasses.replace(_V1_1, name="squeezenet_v1_1_cifar", conv1_stride=1,
-                                                 conv1_padding=1, batch_norm=True, default_input_size=32),
+                                                 conv1_padding=1, pool_after=("conv1", "fire5"), batch_norm=True,
+                                                 default_input_size=32),
     # 60,965,224 parameters (BVLC Caffe release: groups 2, LRN, 227 input).
     "alexnet": AlexNetConfig(name="alexnet"),
     # 61,100,840 parameters (torchvision alexnet, "one weird trick" single tower, 224 input).

@@ -215,7 +215,7 @@ def test_the_cifar_variant_has_v1_1s_weights_at_full_resolution():
   v11 = sqznet_tf.get_model("squeezenet_v1_1", batch_norm=True, classes=10, input_shape=(32, 32, 3))
   assert m.count_params() == v11.count_params() == 739_442  # the same kernels, batch norm included
   assert m.input_shape == (None, 32, 32, 3) and m.get_layer("conv1").output_shape == (None, 32, 32, 64)
-  assert m.get_layer("conv10").output_shape == (None, 4, 4, 10)
+  assert m.get_layer("conv10").output_shape == (None, 8, 8, 10)
 
 
 def test_shipped_weights_names_are_checked(monkeypatch, tmp_path):

@@ -87,12 +87,14 @@ def test_smallest_input():
 
 
 def test_the_cifar_stem_keeps_32x32_until_the_first_pool():
-  """squeezenet_v1_1_cifar: v1.1's Fire modules and pools behind a 3x3 stride-1 conv1 with padding 1."""
+  """squeezenet_v1_1_cifar: v1.1's Fire modules behind a 3x3 stride-1 conv1 with padding 1, pools
+  after conv1 and fire5."""
   c = configs.get_config("squeezenet_v1_1_cifar")
   assert (c.conv1_kernel, c.conv1_stride, c.conv1_padding, c.batch_norm) == (3, 1, 1, True)
+  assert c.pool_after == ("conv1", "fire5")
   assert [f.as_tuple() for f in configs.fire_channels(c)] == PUBLISHED_FIRE
   s = configs.squeezenet_feature_sizes(c, 32)
-  assert (s["conv1"], s["pool1"], s["fire3"], s["pool3"], s["pool5"], s["conv10"]) == (32, 16, 16, 8, 4, 4)
+  assert (s["conv1"], s["pool1"], s["fire5"], s["pool5"], s["fire9"], s["conv10"]) == (32, 16, 16, 8, 8, 8)
   # v1.1 as published halves a 32x32 image in conv1 and ends at 1x1.
   v11 = configs.squeezenet_feature_sizes(configs.get_config("squeezenet_v1_1"), 32)
   assert (v11["conv1"], v11["conv10"]) == (15, 1)
@@ -101,11 +103,11 @@ def test_the_cifar_stem_keeps_32x32_until_the_first_pool():
 
 
 def test_pool_placement_is_an_override():
-  """--pool_after / JSON metadata give a list or "conv1,fire5"; the config holds a tuple either way."""
-  for value in (["conv1", "fire5"], "conv1,fire5", ("conv1", "fire5")):
+  """--pool_after / JSON metadata give a list or "conv1,fire3,fire5"; the config holds a tuple either way."""
+  for value in (["conv1", "fire3", "fire5"], "conv1,fire3,fire5", ("conv1", "fire3", "fire5")):
     c = configs.get_config("squeezenet_v1_1_cifar", pool_after=value)
-    assert c.pool_after == ("conv1", "fire5")
+    assert c.pool_after == ("conv1", "fire3", "fire5")
   s = configs.squeezenet_feature_sizes(c, 32)
-  assert (s["fire5"], s["pool5"], s["conv10"]) == (16, 8, 8)
+  assert (s["fire3"], s["pool3"], s["pool5"], s["conv10"]) == (16, 8, 4, 4)
   with pytest.raises(SqznetError, match="pool_after entry 'fire10' is not accepted"):
     configs.get_config("squeezenet_v1_1_cifar", pool_after=["fire10"])
