@@ -22,6 +22,7 @@ from sqznet_tf.errors import SqznetError
 from sqznet_tf.io import write_json_atomic
 from sqznet_tf.models import build, get_config
 from sqznet_tf.pruning import prune
+from sqznet_tf.pruning.spec import check_sparsity
 from sqznet_tf.training.config import TrainConfig
 from sqznet_tf.training.train import train
 
@@ -64,9 +65,9 @@ class DSDConfig:
         raise SqznetError(f"{name}={v!r} is not accepted; expected a number > 0")
     if isinstance(self.sparsity, dict):
       for k, v in self.sparsity.items():
-        prune._check_sparsity(k, v)  # pylint: disable=protected-access
+        check_sparsity(k, v)
     else:
-      prune._check_sparsity("all layers", self.sparsity)  # pylint: disable=protected-access
+      check_sparsity("all layers", self.sparsity)
 
   def phase_configs(self) -> List[Optional[TrainConfig]]:
     """The TrainConfig of each phase (None for a skipped dense phase)."""

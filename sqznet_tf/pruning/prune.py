@@ -21,7 +21,7 @@ from sqznet_tf._keras import keras, tfmot
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.io import save_figure
 from sqznet_tf.models.layers import CUSTOM_OBJECTS
-from sqznet_tf.pruning.spec import SparsitySpec, check_sparsity as _check_sparsity, load_spec  # noqa: F401  (load_spec here for callers)
+from sqznet_tf.pruning.spec import SparsitySpec, check_sparsity, load_spec  # noqa: F401  (load_spec here for callers)
 
 SCHEDULES = ("constant", "polynomial")
 
@@ -103,7 +103,7 @@ def resolve_targets(model, spec: SparsitySpec, keep_dense: Iterable[str] = ()) -
   if isinstance(spec, dict):
     targets = {name: 0.0 for name in layers}
     for key, value in spec.items():
-      value = _check_sparsity(key, value)
+      value = check_sparsity(key, value)
       matched = [n for n in layers if fnmatch.fnmatchcase(n, key)]
       if not matched:
         raise SqznetError(f"{key!r} matches no prunable layer of {model.name}; prunable layers: "
@@ -111,7 +111,7 @@ def resolve_targets(model, spec: SparsitySpec, keep_dense: Iterable[str] = ()) -
       for n in matched:
         targets[n] = value
   else:
-    value = _check_sparsity("all layers", spec)
+    value = check_sparsity("all layers", spec)
     targets = {name: value for name in layers}
   for pattern in keep_dense:
     matched = [n for n in layers if fnmatch.fnmatchcase(n, pattern)]
