@@ -370,6 +370,8 @@ def define_train_flags(model: str = "squeezenet_v1_1") -> None:
   flags.DEFINE_string("model_dir", "runs/default", "Output folder; rerun with the same folder to resume.")
   flags.DEFINE_integer("histogram_freq", 1, "Epochs between weight histograms in TensorBoard (0: none).",
                        lower_bound=0)
+  flags.DEFINE_bool("save_model", True, "Also write saved_model/ (a Keras SavedModel) at the end (sqznet-dsd: "
+                    "in its last phase). The run folder loads as a model form without it.")
   define_output_flags(output=False)
   define_override_flags()
 
@@ -418,7 +420,7 @@ def train_config_from_flags(**changes):
       warmup_epochs=f.warmup_epochs, weight_decay=f.weight_decay, label_smoothing=f.label_smoothing,
       dropout=f.dropout, seed=f.seed, init_weights=f.init_weights, mixed_precision=f.mixed_precision,
       jit_compile=f.jit_compile, strategy=f.strategy, tpu=f.tpu, cpu_devices=f.cpu_devices,
-      model_dir=f.model_dir, histogram_freq=f.histogram_freq, verbose=f.verbose)
+      model_dir=f.model_dir, histogram_freq=f.histogram_freq, save_model=f.save_model, verbose=f.verbose)
   values.update(changes)
   return TrainConfig(**values)
 

@@ -262,7 +262,7 @@ class FineTuneData:
     arch, overrides = _source(cfg, model)
     return TrainConfig(model=arch, overrides=overrides, data=spec, batch_size=self.batch_size,
                        learning_rate=self.learning_rate, lr_schedule="constant", histogram_freq=0, verbose=2,
-                       steps_per_epoch=self.steps_per_epoch)
+                       steps_per_epoch=self.steps_per_epoch, save_model=False)
 
 
 class _TFLiteRunner:

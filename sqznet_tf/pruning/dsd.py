@@ -9,7 +9,8 @@ Phase 3, re-dense: lift the masks; pruned weights restart from exactly zero, sur
 Each phase is a `train()` run in its own folder (phase1_dense/, phase2_sparse/, phase3_dense/
 under the DSD folder) with its own checkpoints, TensorBoard logs and summary. A finished phase
 (its summary.json exists) is not run again; an interrupted one resumes where it stopped, so the
-same command resumes a killed DSD run in the phase where it stopped.
+same command resumes a killed DSD run in the phase where it stopped. Only the last phase writes a
+Keras SavedModel (saved_model/); every phase folder loads as a model form (its final weights).
 """
 
 import dataclasses
@@ -73,11 +74,13 @@ class DSDConfig:
     """The TrainConfig of each phase (None for a skipped dense phase)."""
     lr = self.base.learning_rate
     dense = dataclasses.replace(self.base, epochs=self.dense_epochs, learning_rate=self.dense_lr or lr,
-                                model_dir=os.path.join(self.model_dir, PHASES[0])) if self.dense_epochs else None
+                                model_dir=os.path.join(self.model_dir, PHASES[0]),
+                                save_model=False) if self.dense_epochs else None
     after_dense = (os.path.join(self.model_dir, PHASES[0], "final.weights.h5") if self.dense_epochs
                    else self.base.init_weights)
     sparse = dataclasses.replace(self.base, epochs=self.sparse_epochs, learning_rate=self.sparse_lr or lr,
-                                 init_weights=after_dense, model_dir=os.path.join(self.model_dir, PHASES[1]))
+                                 init_weights=after_dense, model_dir=os.path.join(self.model_dir, PHASES[1]),
+                                 save_model=self.base.save_model and not self.redense_epochs)
     redense = (dataclasses.replace(self.base, epochs=self.redense_epochs,
                                    learning_rate=self.redense_lr or lr / 10,
                                    init_weights=os.path.join(self.model_dir, PHASES[1], "final.weights.h5"),

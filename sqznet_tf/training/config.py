@@ -38,6 +38,9 @@ class TrainConfig:
     strategy, tpu, cpu_devices: distribution (see strategies.py).
     model_dir: where checkpoints, logs, history and the final model go.
     histogram_freq: epochs between weight histograms in TensorBoard (0: none).
+    save_model: also write saved_model/ (a Keras SavedModel, for Keras users and TF tools) at the
+      end; the run folder loads without it (final.weights.h5). DSD's first two phases and the
+      compression fine-tuning runs leave it out: it takes longer to write than a short phase trains.
     verbose: Keras progress bar (1), one line per epoch (2) or silent (0).
   """
   model: str = "squeezenet_v1_1"
@@ -64,6 +67,7 @@ class TrainConfig:
   cpu_devices: Optional[int] = None
   model_dir: str = "runs/default"
   histogram_freq: int = 1
+  save_model: bool = True
   verbose: int = 1
 
   def __post_init__(self):

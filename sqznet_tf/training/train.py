@@ -110,9 +110,12 @@ def _worker_dir(model_dir: str, chief: bool) -> str:
   return tempfile.mkdtemp(prefix=f"sqznet-worker{task_id}-")
 
 
-def _save_final(model, out_dir: str, info) -> None:
+def _save_final(model, out_dir: str, info, save_model: bool = True) -> None:
   weights_lib.save_weights(model, os.path.join(out_dir, "final.weights.h5"), info)
   target = os.path.join(out_dir, "saved_model")
+  if not save_model:
+    shutil.rmtree(target, ignore_errors=True)  # never one of an earlier run beside these weights
+    return
   tmp = os.path.join(out_dir, ".tmp-saved_model")
   shutil.rmtree(tmp, ignore_errors=True)
   logger = tf.get_logger()
@@ -257,7 +260,7 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
       finally:
         keras.mixed_precision.set_global_policy(policy)
       clean.set_weights(final_weights)
-      _save_final(clean, out_dir, info)
+      _save_final(clean, out_dir, info, config.save_model)
       if val_ds is not None and os.path.exists(os.path.join(out_dir, "best.weights.h5")):
         write_info(os.path.join(out_dir, "best.weights.h5"), info)
     train_seconds = sum(timer.seconds) or seconds

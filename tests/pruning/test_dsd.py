@@ -128,6 +128,8 @@ def test_dsd_phases(dsd_run):
   regrown = {n: float(np.mean(probe.later[n][sparse[n] == 0] != 0)) for n in pruned}
   assert min(regrown.values()) > 0.05 and sorted(regrown.values())[len(regrown) // 2] > 0.9, regrown
   assert os.path.exists(os.path.join(cfg.model_dir, "phase2_sparse", "logs", "pruning"))
+  # Only the last phase writes a Keras SavedModel; the others' folders load by their final weights.
+  assert [os.path.exists(os.path.join(cfg.model_dir, r["phase"], "saved_model")) for r in rows] == [False, False, True]
   assert json.load(open(os.path.join(cfg.model_dir, "dsd_summary.json")))[1]["phase"] == "phase2_sparse"
 
 

@@ -22,7 +22,7 @@ from tests.tools import last_json, run_tool
 DSD_FLOORS = {"phase1_dense": 0.25, "phase2_sparse": 0.35, "phase3_dense": 0.30}
 ARGS = ["--data=embedded", "--model=squeezenet_v1_1", "--batch_norm", "--image_size=40", "--batch_size=32",
         "--steps_per_epoch=60", "--dense_epochs=3", "--sparse_epochs=3", "--redense_epochs=1", "--sparsity=0.67",
-        "--keep_dense=conv1", "--histogram_freq=0", "--verbose=2", "--format=json"]
+        "--keep_dense=conv1", "--histogram_freq=0", "--nosave_model", "--verbose=2", "--format=json"]
 
 
 def test_dsd_killed_in_the_sparse_phase_resumes_there_with_its_masks(tmp_path):
@@ -62,3 +62,6 @@ def test_dsd_killed_in_the_sparse_phase_resumes_there_with_its_masks(tmp_path):
   for phase, floor in DSD_FLOORS.items():
     assert rows[phase]["val_accuracy"] > floor, (phase, rows[phase])
   assert rows["phase2_sparse"]["val_accuracy"] > rows["phase1_dense"]["val_accuracy"] - 0.10, rows
+  # --nosave_model: no phase wrote a Keras SavedModel; the last phase's folder still loads (evaluate).
+  assert not any((tmp_path / phase / "saved_model").exists() for phase in rows)
+  assert (tmp_path / "phase3_dense" / "final.weights.h5").exists()
