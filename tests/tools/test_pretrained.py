@@ -57,7 +57,7 @@ def test_training_starts_from_the_shipped_model(tmp_path):
   from sqznet_tf.training.train import train  # pylint: disable=g-import-not-at-top
   config = TrainConfig(model="squeezenet_v1_1_cifar", data=DataSpec("embedded", image_size=32, augmentation="none"),
                        init_weights="cifar10", batch_size=8, epochs=1, steps_per_epoch=1, learning_rate=1e-9,
-                       weight_decay=0.0, histogram_freq=0, verbose=0, model_dir=str(tmp_path / "run"))
+                       weight_decay=0.0, histogram_freq=0, save_model=False, verbose=0, model_dir=str(tmp_path / "run"))
   train(config)
   shipped = sqznet_tf.get_model("squeezenet_v1_1_cifar", weights="cifar10")
   trained = sqznet_tf.get_model("squeezenet_v1_1_cifar", classes=10, weights=str(tmp_path / "run" / "final.weights.h5"))

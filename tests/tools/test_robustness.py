@@ -20,8 +20,8 @@ from PIL import Image
 from tests.conftest import REPO, shared_data_dir
 from tests.tools import last_json, run_tool
 
-TINY_TRAIN = ["--batch_norm", "--image_size=24", "--batch_size=8", "--histogram_freq=0", "--verbose=2",
-              "--format=json"]
+TINY_TRAIN = ["--batch_norm", "--image_size=24", "--batch_size=8", "--histogram_freq=0", "--nosave_model",
+              "--verbose=2", "--format=json"]
 
 
 def _one_line_error(r, fragment):

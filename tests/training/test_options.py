@@ -19,7 +19,8 @@ TINY = DataSpec(source="synthetic", image_size=24, val_split=0.0)
 
 def _config(tmp_path, **kw):
   return TrainConfig(model="squeezenet_v1_1", overrides={"batch_norm": True}, data=TINY, classes=4, batch_size=8,
-                     epochs=1, steps_per_epoch=2, histogram_freq=0, verbose=0, model_dir=str(tmp_path), **kw)
+                     epochs=1, steps_per_epoch=2, histogram_freq=0, save_model=False, verbose=0, model_dir=str(tmp_path),
+                     **kw)
 
 
 @pytest.mark.parametrize("name, cls", [("sgd", "SGD"), ("adam", "Adam"), ("adamw", "AdamW")])

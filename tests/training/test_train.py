@@ -15,8 +15,10 @@ from tests.conftest import REPO, shared_data_dir
 
 TRAIN = str(REPO / "tools" / "train.py")
 # A small, quick job on the embedded digits for the process-level tests.
+# No Keras SavedModel (--nosave_model): it takes longer to write than these runs train; the shared
+# CIFAR run (cifar_run) writes and tests one.
 TINY = ["--data=embedded", "--batch_norm", "--image_size=24", "--batch_size=32", "--steps_per_epoch=6",
-        "--histogram_freq=0", "--verbose=2", "--format=json"]
+        "--histogram_freq=0", "--nosave_model", "--verbose=2", "--format=json"]
 
 
 def run_train(*args, env=None, **kw):
@@ -98,6 +100,7 @@ def test_mirrored_on_two_logical_cpus(tmp_path):
   import hashlib  # pylint: disable=g-import-not-at-top
   m = sqznet_tf.load_model(str(tmp_path))[0]
   assert hashlib.sha256(b"".join(w.tobytes() for w in m.get_weights())).hexdigest() == d["weights_sha256"]
+  assert not (tmp_path / "saved_model").exists()  # --nosave_model; the folder loaded by its final weights
 
 
 def _free_ports(n):
