@@ -54,6 +54,32 @@ def test_huffman_round_trip_and_length_limit():
     huffman.decode(b"\xff" * 4, 32, 40, [1, 0, 0, 2])  # '1' alone is no code of {0: '0', 3: '10'}
 
 
+def test_optimal_kmeans_is_the_exhaustive_optimum():
+  """The divide-and-conquer programme finds the least squared error over every split of the
+  sorted values into k runs (exhaustive search on small sets: 1-D k-means clusters are runs)."""
+  import itertools  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  for trial in range(40):
+    n = int(rng.integers(4, 13))
+    k = int(rng.integers(2, n))
+    values = np.unique(rng.standard_t(2, n) if trial % 2 else rng.normal(size=n))
+    weights = rng.integers(1, 6, values.size).astype(np.float64)
+
+    def sse(edges):
+      total = 0.0
+      for a, b in zip(edges[:-1], edges[1:]):
+        mean = np.average(values[a:b], weights=weights[a:b])
+        total += float((weights[a:b] * (values[a:b] - mean) ** 2).sum())
+      return total
+
+    best = min(sse([0, *cut, values.size]) for cut in itertools.combinations(range(1, values.size), k - 1))
+    c = sharing._optimal(values, weights, k)  # pylint: disable=protected-access
+    assert c.size == k and np.all(np.diff(c) > 0), c
+    mid = (c[1:] + c[:-1]) / 2
+    got = float((weights * (values - c[np.searchsorted(mid, values)]) ** 2).sum())
+    assert got <= best * (1 + 1e-9) + 1e-12, (trial, got, best)
+
+
 def test_optimal_sharing_beats_lloyd_and_keeps_zeros():
   rng = np.random.default_rng(1)
   kernel = rng.standard_t(3, (3, 3, 16, 32)).astype(np.float32)
