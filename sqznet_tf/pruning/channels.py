@@ -79,8 +79,10 @@ def channel_units(model: "keras.Model") -> List[ChannelUnit]:
   fixed = set()
   for layer in model.layers:
     kind = type(layer).__name__
+    if kind == "Activation" and layer.get_config().get("activation") == "softmax":
+      kind = "Softmax"  # mixes the channels: not per-channel (below)
     inbound = _inbound(layer)
-    if kind == "InputLayer" or not inbound:
+    if not inbound:  # the input
       labels[layer.name] = [None] * int(layer.output_shape[0][-1] if isinstance(layer.output_shape, list)
                                        else layer.output_shape[-1])
       continue
@@ -88,14 +90,15 @@ def channel_units(model: "keras.Model") -> List[ChannelUnit]:
     if kind in _READERS:
       source = inbound[0].name
       period = flat_period.get(source, 0)
+      grouped = getattr(layer, "groups", 1) > 1
       for c, label in enumerate(ins[0]):
         if label is not None:
           reads.append((layer.name, label, c, period))
-          if getattr(layer, "groups", 1) > 1:
+          if grouped:
             fixed.add(label)
       filters = layer.filters if kind == "Conv2D" else layer.units
       labels[layer.name] = [(layer.name, j) for j in range(filters)]
-      if getattr(layer, "groups", 1) > 1:
+      if grouped:
         fixed.update(labels[layer.name])
     elif kind == "Concatenate":
       labels[layer.name] = [label for part in ins for label in part]
@@ -112,7 +115,7 @@ def channel_units(model: "keras.Model") -> List[ChannelUnit]:
       if kind == "BatchNormalization":
         per_channel.extend((layer.name, label, c) for c, label in enumerate(ins[0]) if label is not None)
       labels[layer.name] = list(ins[0])
-    else:  # global pooling passes channels; anything else (LRN) may mix them: they stay
+    else:  # global pooling passes channels; anything else (LRN, softmax) may mix them: they stay
       if kind not in ("GlobalAveragePooling2D", "GlobalMaxPooling2D"):
         fixed.update(label for label in ins[0] if label is not None)
       labels[layer.name] = list(ins[0])
