@@ -7,7 +7,8 @@ pct3x3 with squeeze ratio 0.125: the paper's two sweeps), trained from scratch b
 the CIFAR recipe (bench/cifar10_recipe.py's flags) for --epochs on the 50,000 photos and scored on
 the 3,000 test photos. The --repeat points are trained a second time with another seed, to show
 how far the same point moves between runs (a sweep resolves only differences larger than that).
-Every run is resumable: the same command continues each run where it stopped. Writes results.json
+Every run is resumable: the same command continues each run where it stopped; a finished run's
+score goes to the ledger (--ledger, committed), so a fresh clone runs only what is missing. Writes results.json
 and figure3.png (accuracy against Deep Compression size, as the paper's Figure 3) in --out and
 prints the tables as Markdown.
 
@@ -24,7 +25,8 @@ sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
-from _recipe import RECIPE_FLAGS  # noqa: E402  (bench/ is the script's folder)
+from _ledger import Ledger  # noqa: E402  (bench/ is the script's folder)
+from _recipe import RECIPE_FLAGS  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 15, "Training epochs per point (cosine schedule over them).")
@@ -37,7 +39,9 @@ flags.DEFINE_string("pool_after", "conv1,fire3,fire5", "Pool placement of every 
 flags.DEFINE_string("data", "../shared/data/cifar10_full/train", "Training photos.")
 flags.DEFINE_string("val_data", "../shared/data/cifar10_subset/test", "Test photos.")
 flags.DEFINE_string("out", "runs/sweeps", "Where the runs go.")
-flags.DEFINE_bool("report", False, "Only tabulate what --out holds.")
+flags.DEFINE_string("ledger", "bench/results/design_space_sweeps.json", "Finished runs' scores (committed; a run "
+                    "recorded there is not run again). Other settings need another ledger.")
+flags.DEFINE_bool("report", False, "Only tabulate what the ledger holds.")
 
 MODEL = "squeezenet_v1_1_cifar"
 DC_DENSITY, DC_BITS = 0.334, 6  # the size axis: Deep Compression as the paper's release
@@ -81,23 +85,26 @@ def costs(overrides: dict) -> dict:
 def main(argv):
   del argv
   runs = [(key, ov, 0) for key, ov in points()] + [(key, ov, 1) for key, ov in points() if key in FLAGS.repeat]
-  if not FLAGS.report:
-    for key, ov, seed in runs:
-      model_dir = os.path.join(FLAGS.out, f"{key}_seed{seed}")
-      if finished(model_dir):
-        continue
+  ledger = Ledger(FLAGS.ledger, {"model": MODEL, "epochs": FLAGS.epochs, "pool_after": FLAGS.pool_after,
+                                 "data": FLAGS.data, "val_data": FLAGS.val_data, "recipe": RECIPE_FLAGS})
+  for key, ov, seed in runs:
+    name, model_dir = f"{key}_seed{seed}", os.path.join(FLAGS.out, f"{key}_seed{seed}")
+    if ledger.get(name) is not None or FLAGS.report:
+      continue
+    if not finished(model_dir):
       print(f"{key} seed {seed}: {model_dir}", flush=True)
       os.makedirs(FLAGS.out, exist_ok=True)
       with open(model_dir + ".log", "a", encoding="utf-8") as log:
         rc = subprocess.call(train_args(ov, seed, model_dir), stdout=log, stderr=subprocess.STDOUT)
       if rc:
         sys.exit(f"sqznet-train exited {rc} for {key} seed {seed}; see {log.name}")
+    s = finished(model_dir)
+    ledger.put(name, {"top1": s["val_accuracy"], "minutes": round(s["seconds"] / 60, 1)})
   rows = []
   for key, ov, seed in runs:
-    s = finished(os.path.join(FLAGS.out, f"{key}_seed{seed}"))
-    if s:
-      rows.append(dict(key=key, seed=seed, top1=s["val_accuracy"], minutes=round(s["seconds"] / 60, 1), **ov,
-                       **costs(ov)))
+    rec = ledger.get(f"{key}_seed{seed}")
+    if rec:
+      rows.append(dict(key=key, seed=seed, top1=rec["top1"], minutes=rec["minutes"], **ov, **costs(ov)))
   os.makedirs(FLAGS.out, exist_ok=True)
   with open(os.path.join(FLAGS.out, "results.json"), "w", encoding="utf-8") as f:
     json.dump({"epochs": FLAGS.epochs, "model": MODEL, "rows": rows}, f, indent=1)
