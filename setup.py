@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 # Console scripts: every binary in tools/ (installed as the package sqznet_tf.tools).
 BINARIES = ["analyze", "evaluate", "predict", "train", "dsd", "sensitivity", "compress", "tune", "export",
-            "verify_export"]
+            "verify_export", "prune_channels"]
 
 setup(
     name="sqznet_tf",

@@ -135,11 +135,12 @@ def define_evaluation_flags(batch_size: int = 32) -> None:
                        "default all.", lower_bound=1)
 
 
-def define_optimisation_flags(batch_size: int = 64, epochs: int = 10, learning_rate: float = 0.04) -> None:
+def define_optimisation_flags(batch_size: int = 64, epochs: int = 10, learning_rate: float = 0.04,
+                              epochs_help: str = "Epochs (a search: per trial; Hyperband: the most a trial gets).",
+                              min_epochs: int = 1) -> None:
   """--batch_size, --epochs, --steps_per_epoch, --learning_rate."""
   define_batch_size_flag(batch_size)
-  flags.DEFINE_integer("epochs", epochs, "Epochs (a search: per trial; Hyperband: the most a trial gets).",
-                       lower_bound=1)
+  flags.DEFINE_integer("epochs", epochs, epochs_help, lower_bound=min_epochs)
   define_steps_flag()
   define_learning_rate_flag(learning_rate)
 
@@ -344,11 +345,12 @@ def preprocessing_from_flags(info, model):
 # Training
 
 
-def define_train_flags(model: str = "squeezenet_v1_1") -> None:
-  """The model, data, optimisation, distribution and output flags of sqznet-train and sqznet-dsd."""
+def define_train_flags(model: str = "squeezenet_v1_1", **optimisation) -> None:
+  """The model, data, optimisation, distribution and output flags of sqznet-train and sqznet-dsd
+  (`optimisation`: define_optimisation_flags' arguments)."""
   define_architecture_flag(model)
   define_training_data_flags()
-  define_optimisation_flags()
+  define_optimisation_flags(**optimisation)
   flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam", "adamw"], "sgd: momentum SGD as the Caffe solver.")
   flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
   flags.DEFINE_enum("lr_schedule", "poly", list(SCHEDULES), "poly: Caffe's linear decay to 0.")

@@ -29,7 +29,8 @@ FLOORS = [
     ("analysis", ["sqznet_tf.analysis", "sqznet_tf.inference"]),
     ("techniques", ["sqznet_tf.pruning", "sqznet_tf.compression", "sqznet_tf.training"]),
     ("loading", ["sqznet_tf.loading"]),
-    ("workflows", ["sqznet_tf.evaluation", "sqznet_tf.pruning.dsd", "sqznet_tf.compression.pipeline",
+    ("workflows", ["sqznet_tf.evaluation", "sqznet_tf.pruning.dsd", "sqznet_tf.pruning.channel_prune",
+                   "sqznet_tf.compression.pipeline",
                    "sqznet_tf.search", "sqznet_tf.export"]),
     ("flags", ["sqznet_tf.flags"]),
     ("package", ["sqznet_tf"]),  # the top-level __init__: public names, loaded lazily

@@ -73,7 +73,7 @@ def alexnet(config: configs.AlexNetConfig,
     for n in (6, 7):
       if config.dropout_before_fc:
         x = keras.layers.Dropout(config.dropout, name=f"drop{n}")(x)
-      x = keras.layers.Dense(config.fc_units, name=f"fc{n}", kernel_initializer=_init(0.005),
+      x = keras.layers.Dense(config.fc_widths[n - 6], name=f"fc{n}", kernel_initializer=_init(0.005),
                              bias_initializer=keras.initializers.Constant(0.1))(x)
       x = keras.layers.ReLU(name=f"fc{n}_relu")(x)
       if not config.dropout_before_fc:

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Tuple, Union
 from sqznet_tf.errors import SqznetError
 
 BYPASS_CHOICES = ("none", "simple", "complex")
+BYPASS_KINDS = ("none", "identity", "conv")  # of one Fire module
 NUM_FIRE_MODULES = 8  # fire2 .. fire9
 
 
@@ -70,6 +71,11 @@ class SqueezeNetConfig:
     conv10_padding: zero padding of the final 1x1 conv: 0 (torchvision, v1.1) or 1 (the Caffe
       v1.0 deploy file).
     default_input_size: input side used when the builder is given no input shape.
+    fires: explicit filter counts ((s1x1, e1x1, e3x3) of fire2..fire9) instead of those of the
+      metaparameters: a channel-pruned network (sqznet_tf.pruning.channels). None: the formula.
+    bypass_kinds: explicit bypass of fire2..fire9 ("none", "identity" or "conv") instead of the
+      rule of `bypass` (which compares channel counts, so pruned counts could change it). None:
+      the rule.
   """
   name: str = "squeezenet"
   conv1_filters: int = 96
@@ -87,6 +93,8 @@ class SqueezeNetConfig:
   batch_norm: bool = False
   conv10_padding: int = 0
   default_input_size: int = 224
+  fires: Optional[Tuple[Tuple[int, int, int], ...]] = None
+  bypass_kinds: Optional[Tuple[str, ...]] = None
 
   family = "squeezenet"
 
@@ -108,7 +116,7 @@ class AlexNetConfig:
     groups: groups of conv1..conv5 (BVLC: 1, 2, 1, 2, 2).
     lrn: local response normalisation after conv1 and conv2 (BVLC only; size 5, alpha 1e-4,
       beta 0.75, k 1).
-    fc_units: units of fc6 and fc7.
+    fc_units: units of fc6 and fc7: one number for both, or (fc6, fc7) (a channel-pruned network).
     dropout: dropout rate of the two dropout layers.
     dropout_before_fc: dropout before fc6 and fc7 (torchvision) instead of after them (BVLC).
     batch_norm: BatchNormalization after every conv (not in the published networks).
@@ -119,7 +127,7 @@ class AlexNetConfig:
   conv1_padding: int = 0
   groups: Tuple[int, ...] = (1, 2, 1, 2, 2)
   lrn: bool = True
-  fc_units: int = 4096
+  fc_units: Union[int, Tuple[int, int]] = 4096
   dropout: float = 0.5
   dropout_before_fc: bool = False
   batch_norm: bool = False
@@ -132,6 +140,11 @@ class AlexNetConfig:
 
   def replace(self, **overrides) -> "AlexNetConfig":
     return replace_config(self, **overrides)
+
+  @property
+  def fc_widths(self) -> Tuple[int, int]:
+    """Units of fc6 and fc7."""
+    return (self.fc_units, self.fc_units) if isinstance(self.fc_units, int) else tuple(self.fc_units)
 
 
 ModelConfig = Union[SqueezeNetConfig, AlexNetConfig]
@@ -171,7 +184,25 @@ def validate_squeezenet_config(c: SqueezeNetConfig) -> None:
     if p not in layer_names:
       raise SqznetError(f"pool_after entry {p!r} is not accepted for {m}; expected names among "
                         f"{', '.join(layer_names)}")
-  fire_channels(c)  # raises if a module would get zero filters
+  if c.fires is not None:
+    if (not isinstance(c.fires, tuple) or len(c.fires) != NUM_FIRE_MODULES
+        or any(not isinstance(f, tuple) or len(f) != 3 for f in c.fires)):
+      raise SqznetError(f"fires={c.fires!r} is not accepted for {m}; expected {NUM_FIRE_MODULES} "
+                        "(squeeze, expand1x1, expand3x3) filter counts, fire2..fire9")
+    for i, f in enumerate(c.fires):
+      for what, n in zip(("squeeze", "expand1x1", "expand3x3"), f):
+        _check_int(f"fires[{i}] ({layer_names[i + 1]} {what})", n, 1, m)
+  if c.bypass_kinds is not None:
+    if (not isinstance(c.bypass_kinds, tuple) or len(c.bypass_kinds) != NUM_FIRE_MODULES
+        or any(k not in BYPASS_KINDS for k in c.bypass_kinds)):
+      raise SqznetError(f"bypass_kinds={c.bypass_kinds!r} is not accepted for {m}; expected "
+                        f"{NUM_FIRE_MODULES} entries (fire2..fire9) among {', '.join(BYPASS_KINDS)}")
+  chans = fire_channels(c)  # raises if a module would get zero filters
+  for i, f in enumerate(chans):
+    in_ch = c.conv1_filters if i == 0 else chans[i - 1].out_channels
+    if bypass_kind(c, i) == "identity" and in_ch != f.out_channels:
+      raise SqznetError(f"{f.name} has an identity bypass but {in_ch} input and {f.out_channels} output "
+                        f"channels for {m}; an identity bypass needs them equal")
 
 
 def validate_alexnet_config(c: AlexNetConfig) -> None:
@@ -185,7 +216,13 @@ def validate_alexnet_config(c: AlexNetConfig) -> None:
     _check_int(f"groups[{i}]", g, 1, m)
     if f % g:
       raise SqznetError(f"conv{i + 1}: {f} filters do not split into groups={g} for {m}")
-  _check_int("fc_units", c.fc_units, 1, m)
+  if isinstance(c.fc_units, tuple):
+    if len(c.fc_units) != 2:
+      raise SqznetError(f"fc_units={c.fc_units!r} is not accepted for {m}; expected one number or (fc6, fc7)")
+    for n, units in zip((6, 7), c.fc_units):
+      _check_int(f"fc_units (fc{n})", units, 1, m)
+  else:
+    _check_int("fc_units", c.fc_units, 1, m)
   _check_int("conv1_padding", c.conv1_padding, 0, m)
   _check_rate("dropout", c.dropout, m)
 
@@ -199,6 +236,8 @@ def fire_channels(config: SqueezeNetConfig) -> List[FireChannels]:
   Raises:
     SqznetError: if a metaparameter gives a module zero filters of some kind.
   """
+  if config.fires is not None:
+    return [FireChannels(f"fire{i + 2}", *f) for i, f in enumerate(config.fires)]
   out = []
   for i in range(NUM_FIRE_MODULES):
     e = config.base_e + config.incr_e * (i // config.freq)
@@ -220,8 +259,11 @@ def bypass_kind(config: SqueezeNetConfig, fire_index: int) -> str:
   """Bypass around fire module `fire_index` (0..7): "none", "identity" or "conv".
 
   Simple bypass adds the module input to its output where the channel counts match (fire3, 5,
-  7, 9 in the paper's layout); complex bypass also puts a 1x1 conv on the other modules.
+  7, 9 in the paper's layout); complex bypass also puts a 1x1 conv on the other modules. An
+  explicit `bypass_kinds` (a pruned network's) decides instead.
   """
+  if config.bypass_kinds is not None:
+    return config.bypass_kinds[fire_index]
   if config.bypass == "none":
     return "none"
   chans = fire_channels(config)
@@ -365,7 +407,16 @@ def replace_config(config: ModelConfig, **overrides) -> ModelConfig:
   if "pool_after" in overrides and isinstance(overrides["pool_after"], (list, str)):
     value = overrides["pool_after"]  # from JSON metadata or a flag: a list, or "conv1,fire5"
     overrides = dict(overrides, pool_after=tuple(value.split(",") if isinstance(value, str) else value))
+  overrides = {k: _tuples(v) if k in _SEQUENCE_FIELDS else v for k, v in overrides.items()}  # JSON: lists
   return dataclasses.replace(config, **overrides)
+
+
+_SEQUENCE_FIELDS = ("fires", "bypass_kinds", "conv_filters", "groups", "fc_units")
+
+
+def _tuples(value):
+  """Lists (as JSON metadata stores them) to tuples, nested; anything else unchanged."""
+  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def config_to_dict(config: ModelConfig) -> dict:

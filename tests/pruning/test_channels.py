@@ -12,7 +12,9 @@ import pytest
 
 import sqznet_tf
 from sqznet_tf.models import configs
-from sqznet_tf.pruning.channels import channel_units
+from sqznet_tf.analysis.cost import analyze_model
+from sqznet_tf.pruning.channel_select import CostModel
+from sqznet_tf.pruning.channels import channel_units, shrink, width_overrides
 
 NETWORKS = [("squeezenet_v1_0", {}), ("squeezenet_v1_0_simple_bypass", {}), ("squeezenet_v1_0_complex_bypass", {}),
             ("squeezenet_v1_1", {"batch_norm": True}), ("squeezenet_v1_1_simple_bypass", {"batch_norm": True}),
@@ -66,7 +68,7 @@ def _scramble_inputs(model, unit, rng):
 
 
 @pytest.mark.parametrize("name, overrides", NETWORKS, ids=[n for n, _ in NETWORKS])
-def test_a_zeroed_unit_makes_its_readers_irrelevant(name, overrides):
+def test_a_zeroed_unit_makes_its_readers_irrelevant_and_removing_it_keeps_the_logits(name, overrides):
   model, x = _build(name, overrides)
   units = channel_units(model)
   assert units, name
@@ -111,6 +113,27 @@ def test_a_zeroed_unit_makes_its_readers_irrelevant(name, overrides):
       moved.append(not np.allclose(model.predict_on_batch(x), half, rtol=0, atol=1e-6))
       _restore(model, before)
     assert any(moved), unit
+  _check_removal(name, overrides, model, x, units)
+
+
+def _check_removal(name, overrides, model, x, units):
+  """Zeroed units removed: a smaller network of the same family (its widths as config data) with the
+  same logits, whose parameters and MACs are what the cost model predicted and what the registry
+  builds from the pruned config."""
+  drop = list(range(1, len(units), 97 if name.startswith("alexnet") else 3))  # fc6 has 37 M weights
+  for i in drop:
+    _zero(model, units[i])
+  zeroed = model.predict_on_batch(x)
+  config = configs.get_config(name, **overrides)
+  pruned_config, pruned = shrink(model, config, units, drop)
+  assert pruned.count_params() < model.count_params()
+  np.testing.assert_allclose(pruned.predict_on_batch(x), zeroed, rtol=1e-4, atol=1e-5)
+  cost = analyze_model(pruned)
+  assert CostModel(model, units).cost(drop) == {"params": cost.params, "macs": cost.macs}
+  rebuilt = sqznet_tf.get_model(name, classes=10, input_shape=model.input_shape[1:], classifier_activation=None,
+                                **overrides, **width_overrides(pruned_config))
+  assert [w.shape for w in rebuilt.weights] == [w.shape for w in pruned.weights]
+  assert analyze_model(rebuilt).macs == cost.macs
 
 
 def _snapshot(model, unit):
@@ -146,3 +169,22 @@ def test_what_cannot_be_removed_alone_is_left_out():
   # Fire concat offsets: expand3x3 filter j of fire2 is input channel 64 + j of fire3's squeeze.
   unit = next(u for u in units if u.filters == [("fire2_expand3x3", 5)])
   assert ("fire3_squeeze1x1", 64 + 5, 0) in unit.inputs
+
+
+def test_a_constant_channel_removed_moves_into_the_readers_bias():
+  """A channel whose batch norm has scale 0 is the constant max(0, beta): removed with compensation,
+  its readers' biases take it over exactly (here a 1x1 reader); without, the logits move."""
+  model, x = _build("squeezenet_v1_1_cifar", {})
+  units = channel_units(model)
+  i = next(k for k, u in enumerate(units) if u.filters == [("fire3_expand1x1", 7)])
+  assert [name for name, _, _ in units[i].inputs] == ["fire4_squeeze1x1"]
+  bn = model.get_layer("fire3_expand1x1_bn")
+  w = bn.get_weights()
+  w[0][7], w[1][7] = 0.0, 0.7
+  bn.set_weights(w)
+  want = model.predict_on_batch(x)
+  config = configs.get_config("squeezenet_v1_1_cifar")
+  _, kept = shrink(model, config, units, [i], compensate=True)
+  np.testing.assert_allclose(kept.predict_on_batch(x), want, rtol=1e-4, atol=1e-5)
+  _, lost = shrink(model, config, units, [i], compensate=False)
+  assert not np.allclose(lost.predict_on_batch(x), want, rtol=1e-4, atol=1e-5)

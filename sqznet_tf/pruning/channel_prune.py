@@ -1,0 +1,229 @@
+"""Channel pruning of a loaded model to a budget, with fine-tuning: what sqznet-prune-channels runs.
+
+Each step scores the channel units of the current model (`channel_select`), removes the lowest to
+that step's target (`channels.shrink`: a smaller network of the same registry family, its widths as
+config data, the surviving weights copied in) and fine-tunes it with `train()`. One step prunes to
+the final target at once; several prune a little, fine-tune, and repeat, the targets falling
+geometrically from the original cost to the final one.
+
+Run folder (OUT):
+  step1/ ... stepN/     pruned.weights.h5 (right after the surgery, with its metadata), then the
+                        fine-tuning run (checkpoints, logs, final.weights.h5) when it has epochs
+  final.weights.h5      the result, with metadata naming the architecture and its widths:
+                        OUT loads as a model form in every binary (--weights=OUT)
+  prune_summary.json    before/after parameters, MACs, accuracy and latency, per step
+
+Rerunning the same command resumes: a finished step is not redone; an interrupted fine-tuning run
+resumes from its checkpoints; the surgery of a step is done once (its pruned.weights.h5 is reused).
+"""
+
+import dataclasses
+import os
+import statistics
+import time
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from sqznet_tf import loading
+from sqznet_tf import weights as weights_lib
+from sqznet_tf.analysis.cost import analyze_model
+from sqznet_tf.errors import SqznetError
+from sqznet_tf.formats.metadata import WeightsInfo, read_info
+from sqznet_tf.inference import Predictor
+from sqznet_tf.io import write_json_atomic
+from sqznet_tf.models import configs
+from sqznet_tf.pruning import channel_select
+from sqznet_tf.pruning.channels import channel_units, shrink, width_overrides
+from sqznet_tf.training.config import TrainConfig
+from sqznet_tf.training.train import train
+
+PRUNED, FINAL, SUMMARY = "pruned.weights.h5", "final.weights.h5", "prune_summary.json"
+
+
+@dataclasses.dataclass
+class ChannelPruneConfig:
+  """One channel-pruning run.
+
+  Attributes:
+    weights: the model to prune (any form `sqznet_tf.load_model` takes); model, overrides, classes and
+      input_size as there.
+    metric, target: the budget: "macs" or "params" of what remains, as a fraction of the original
+      (0 < target < 1) or a count.
+    criterion, mode, min_keep: see `channel_select`.
+    steps: prune-and-fine-tune rounds.
+    train: the fine-tuning run (data, optimiser, schedule, epochs over all steps); None: no fine-tuning.
+    taylor_batches: training batches the taylor criterion averages over.
+    out_dir: the run folder.
+  """
+  weights: str
+  metric: str = "macs"
+  target: float = 0.5
+  criterion: str = "l1"
+  mode: str = "global"
+  min_keep: float = 0.1
+  steps: int = 1
+  train: Optional[TrainConfig] = None
+  taylor_batches: int = 8
+  model: Optional[str] = None
+  overrides: dict = dataclasses.field(default_factory=dict)
+  classes: Optional[int] = None
+  input_size: Optional[int] = None
+  out_dir: str = "runs/prune_channels"
+
+  def validate(self) -> None:
+    if self.metric not in channel_select.METRICS:
+      raise SqznetError(f"metric={self.metric!r} is not accepted; expected one of {', '.join(channel_select.METRICS)}")
+    if self.criterion not in channel_select.CRITERIA:
+      raise SqznetError(f"criterion={self.criterion!r} is not accepted; expected one of "
+                        f"{', '.join(channel_select.CRITERIA)}")
+    if self.mode not in channel_select.MODES:
+      raise SqznetError(f"mode={self.mode!r} is not accepted; expected one of {', '.join(channel_select.MODES)}")
+    if isinstance(self.target, bool) or not isinstance(self.target, (int, float)) or not self.target > 0:
+      raise SqznetError(f"target={self.target!r} is not accepted; expected a fraction in (0, 1) of the original "
+                        f"{self.metric}, or a count")
+    if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+      raise SqznetError(f"steps={self.steps!r} is not accepted; expected an integer >= 1")
+    if not 0 <= self.min_keep < 1:
+      raise SqznetError(f"min_keep={self.min_keep!r} is not accepted; expected a fraction in [0, 1)")
+    if self.criterion == "taylor" and self.train is None:
+      raise SqznetError("criterion taylor needs training data (--data) for its gradients")
+
+
+def step_epochs(total: int, steps: int) -> List[int]:
+  """`total` epochs spread over `steps` (the later steps get the remainder)."""
+  return [total // steps + (1 if i >= steps - total % steps else 0) for i in range(steps)]
+
+
+def step_targets(full: int, target: int, steps: int) -> List[int]:
+  """Geometric path from `full` to `target` in `steps` steps (the last is `target`)."""
+  return [int(round(full * (target / full) ** ((s + 1) / steps))) for s in range(steps - 1)] + [target]
+
+
+def latency_ms(model, batch: int, runs: int = 20) -> float:
+  """Median milliseconds of one compiled forward pass at `batch` (3 untimed warm-up calls)."""
+  fn = Predictor(model)
+  x = np.random.default_rng(0).uniform(-1, 1, (batch, *model.input_shape[1:])).astype(np.float32)
+  for _ in range(3):
+    fn(x)
+  times = []
+  for _ in range(runs):
+    t = time.perf_counter()
+    fn(x)
+    times.append(time.perf_counter() - t)
+  return round(1000 * statistics.median(times), 3)
+
+
+def _cost(model) -> dict:
+  r = analyze_model(model)
+  return {"params": int(r.params), "macs": int(r.macs)}
+
+
+def _info(base: Optional[WeightsInfo], architecture: str, overrides: dict, model, name: str) -> WeightsInfo:
+  if base is not None:
+    return WeightsInfo.from_dict(dict(base.to_dict(), name=name, architecture=architecture, overrides=overrides,
+                                      sha256="", source=base.name))
+  from sqznet_tf.formats.metadata import PRESETS  # pylint: disable=g-import-not-at-top
+  return WeightsInfo(name=name, architecture=architecture, classes=int(model.output_shape[-1]),
+                     preprocessing=PRESETS["caffe"], overrides=overrides)
+
+
+def _load(path: str, input_size: int):
+  return loading.load_model(path, input_size=input_size)
+
+
+def _taylor_batches(cfg: ChannelPruneConfig, classes: int):
+  from sqznet_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  data = pipeline.make_datasets(cfg.train.data, cfg.train.batch_size, num_classes=classes)
+  return [(x, y) for x, y in data.train.take(cfg.taylor_batches)]
+
+
+def run(cfg: ChannelPruneConfig, accuracy: Optional[Callable] = None, latency_runs: int = 20,
+        log: Callable[[str], None] = lambda s: None) -> dict:
+  """Loads, prunes and fine-tunes (see the module doc); returns the summary (also written to OUT).
+
+  Args:
+    accuracy: model -> top-1 on held-out photos (measured before and after); None: not measured.
+    latency_runs: timed calls per latency figure (0: no latency).
+  """
+  cfg.validate()
+  original, info = loading.load_model(cfg.weights, model=cfg.model, overrides=cfg.overrides, classes=cfg.classes,
+                                      input_size=cfg.input_size)
+  src = loading.source_of(original) or {}
+  architecture = src.get("architecture")
+  if not architecture:
+    raise SqznetError(f"{cfg.weights}: the model does not say which registry network it is; channel pruning "
+                      "rebuilds a smaller one of the same family: give --model (and its overrides)")
+  base_overrides = dict(src.get("overrides") or {})
+  size = int(original.input_shape[1])
+  classes = int(original.output_shape[-1])
+  before = _cost(original)
+  target = channel_select.resolve_target(cfg.target, cfg.metric, before[cfg.metric])
+  units = channel_units(original)
+  if not units:
+    raise SqznetError(f"{original.name} has no channel that can be removed")
+  os.makedirs(cfg.out_dir, exist_ok=True)
+  epochs = step_epochs(cfg.train.epochs if cfg.train else 0, cfg.steps)
+  targets = step_targets(before[cfg.metric], target, cfg.steps)
+  model, overrides, rows = original, base_overrides, []
+  for s, (step_target, step_ep) in enumerate(zip(targets, epochs), start=1):
+    step_dir = os.path.join(cfg.out_dir, f"step{s}")
+    pruned_path = os.path.join(step_dir, PRUNED)
+    done = os.path.join(step_dir, FINAL) if step_ep else pruned_path
+    if os.path.exists(done):
+      log(f"step {s}/{cfg.steps}: done ({done})")
+      model, _ = _load(done, size)
+      overrides = dict(read_info(done).overrides)
+    else:
+      if os.path.exists(pruned_path):
+        log(f"step {s}/{cfg.steps}: the surgery was done ({pruned_path}); fine-tuning resumes")
+        model, _ = _load(pruned_path, size)
+        overrides = dict(read_info(pruned_path).overrides)
+      else:
+        config = configs.get_config(architecture, **overrides)
+        units = channel_units(model)
+        batches = _taylor_batches(cfg, classes) if cfg.criterion == "taylor" else None
+        raw = channel_select.scores(model, units, cfg.criterion, batches)
+        cost = channel_select.CostModel(model, units)
+        drop = channel_select.select(units, channel_select.normalise(units, raw), cost, cfg.metric, step_target,
+                                     cfg.mode, cfg.min_keep, log)
+        new_config, model = shrink(model, config, units, drop)
+        overrides = dict(overrides, **width_overrides(new_config))
+        os.makedirs(step_dir, exist_ok=True)
+        weights_lib.save_weights(model, pruned_path, _info(info, architecture, overrides, model, PRUNED))
+        log(f"step {s}/{cfg.steps}: {len(drop)} units removed, {cfg.metric} {_cost(model)[cfg.metric]:,} "
+            f"(target {step_target:,})")
+      if step_ep:
+        tc = dataclasses.replace(cfg.train, model=architecture, overrides=overrides, epochs=step_ep,
+                                 init_weights=pruned_path, model_dir=step_dir, classes=classes)
+        model = train(tc).model
+    rows.append(dict(step=s, target=step_target, epochs=step_ep, **_cost(model)))
+  final_info = _info(info, architecture, overrides, model, "prune_channels")
+  weights_lib.save_weights(model, os.path.join(cfg.out_dir, FINAL), final_info)
+  after = _cost(model)
+  summary = {"weights": str(cfg.weights), "architecture": architecture, "overrides": _jsonable(overrides),
+             "criterion": cfg.criterion, "mode": cfg.mode, "metric": cfg.metric, "target": target,
+             "steps": rows, "before": before, "after": after,
+             "macs_ratio": round(before["macs"] / after["macs"], 3),
+             "params_ratio": round(before["params"] / after["params"], 3)}
+  if accuracy is not None:
+    log("accuracy before and after")
+    summary["before"]["top1"], summary["after"]["top1"] = accuracy(original), accuracy(model)
+  if latency_runs:
+    log("latency before and after (TF, batch 1 and 32, alternating)")
+    for batch in (1, 32):
+      pairs = [(latency_ms(original, batch, latency_runs), latency_ms(model, batch, latency_runs)) for _ in range(3)]
+      summary["before"][f"latency_b{batch}_ms"] = statistics.median(p[0] for p in pairs)
+      summary["after"][f"latency_b{batch}_ms"] = statistics.median(p[1] for p in pairs)
+      summary[f"speedup_b{batch}"] = round(summary["before"][f"latency_b{batch}_ms"] /
+                                           summary["after"][f"latency_b{batch}_ms"], 2)
+  write_json_atomic(os.path.join(cfg.out_dir, SUMMARY), summary)
+  return summary
+
+
+def _jsonable(value):
+  if isinstance(value, dict):
+    return {k: _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  return value
