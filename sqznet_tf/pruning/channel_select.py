@@ -222,7 +222,7 @@ def resolve_target(value: float, metric: str, full: int) -> int:
   """A target given as a fraction of the original (0 < value < 1) or as a count (value >= 1)."""
   if metric not in METRICS:
     raise SqznetError(f"target metric {metric!r} is not accepted; expected one of {', '.join(METRICS)}")
-  if not value > 0 or value != value:
+  if not value > 0 or value == 1:  # (NaN fails the first test)
     raise SqznetError(f"target {metric}={value!r} is not accepted; expected a fraction in (0, 1) of the "
                       f"original {full:,}, or a count below it")
   target = int(round(value * full)) if value < 1 else int(value)
