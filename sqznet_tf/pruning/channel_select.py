@@ -244,10 +244,30 @@ def _floor(n: int, min_keep: float) -> int:
   return max(1, int(np.ceil(min_keep * n)))
 
 
+def _chunks(order: List[int], n: int, floor: int, round_to: int) -> List[List[int]]:
+  """A layer's removable units (`order`: lowest score first, `n` units in all) in the chunks it may lose
+  so that what it keeps stays a multiple of `round_to` (the first chunk takes the remainder) and at
+  least `floor` (rounded up to a multiple)."""
+  if n <= round_to:
+    return [[i] for i in order[:n - floor]] if round_to == 1 else []
+  keep_min = -(-max(floor, round_to) // round_to) * round_to
+  first = n % round_to
+  out, i = [], 0
+  size = first or round_to
+  while i + size <= len(order) and n - (i + size) >= keep_min:
+    out.append(order[i:i + size])
+    i += size
+    size = round_to
+  return out
+
+
 def select(units: Sequence[ChannelUnit], scores: np.ndarray, cost: CostModel, metric: str, target: int,
-           mode: str = "global", min_keep: float = 0.1, progress: Callable[[str], None] = lambda s: None
-           ) -> List[int]:
+           mode: str = "global", min_keep: float = 0.1, round_to: int = 1,
+           progress: Callable[[str], None] = lambda s: None) -> List[int]:
   """Unit indices to remove so that `metric` of what remains is at most `target` (see the module doc).
+
+  With `round_to` > 1 every layer keeps a multiple of that many channels (or all of them): kernels
+  of CPU libraries (oneDNN, XNNPACK) run odd channel counts slower, enough to cancel the saving.
 
   Raises:
     SqznetError: when even the smallest network the floors allow is above the target.
@@ -256,26 +276,41 @@ def select(units: Sequence[ChannelUnit], scores: np.ndarray, cost: CostModel, me
     raise SqznetError(f"mode={mode!r} is not accepted; expected one of {', '.join(MODES)}")
   if not 0 <= min_keep < 1:
     raise SqznetError(f"min_keep={min_keep!r} is not accepted; expected a fraction in [0, 1)")
+  if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+    raise SqznetError(f"round_to={round_to!r} is not accepted; expected an integer >= 1")
   groups = _groups(units, scores)
-  removable = {k: v[:len(v) - _floor(len(v), min_keep)] for k, v in groups.items()}
-  smallest = cost.cost([i for v in removable.values() for i in v])[metric]
+  chunks = {k: _chunks(v, len(v), _floor(len(v), min_keep), round_to) for k, v in groups.items()}
+  smallest = cost.cost([i for c in chunks.values() for chunk in c for i in chunk])[metric]
   if smallest > target:
     raise SqznetError(f"target {metric}={target:,} is below the smallest network that keeps {min_keep:.0%} of "
-                      f"every layer ({smallest:,} {metric}); lower --min_keep or aim higher")
+                      f"every layer{f' in multiples of {round_to}' if round_to > 1 else ''} ({smallest:,} "
+                      f"{metric}); lower --min_keep{' or --round_to' if round_to > 1 else ''}, or aim higher")
   if mode == "global":
-    order = sorted((i for v in removable.values() for i in v), key=lambda i: (scores[i], i))
-    lo, hi = 0, len(order)  # the fewest lowest-ranked units that meet the target (cost falls with every unit)
+    # Chunks in order of their mean score; within a layer they come lowest first.
+    order = sorted((chunk for c in chunks.values() for chunk in c),
+                   key=lambda chunk: (float(np.mean([scores[i] for i in chunk])), chunk[0]))
+    lo, hi = 0, len(order)  # the fewest lowest-ranked chunks that meet the target (cost falls with each)
     while lo < hi:
       mid = (lo + hi) // 2
-      if cost.cost(order[:mid])[metric] <= target:
+      if cost.cost([i for chunk in order[:mid] for i in chunk])[metric] <= target:
         hi = mid
       else:
         lo = mid + 1
-    progress(f"global ranking: {lo} of {len(units)} units go")
-    return sorted(order[:lo])
+    drop = [i for chunk in order[:lo] for i in chunk]
+    progress(f"global ranking: {len(drop)} of {len(units)} units go")
+    return sorted(drop)
 
   def take(share):
-    return [i for k, v in groups.items() for i in v[:min(int(share * len(v)), len(removable[k]))]]
+    out = []
+    for k, c in chunks.items():
+      want = int(share * len(groups[k]))
+      got = 0
+      for chunk in c:
+        if got + len(chunk) > want:
+          break
+        out += chunk
+        got += len(chunk)
+    return out
   lo, hi = 0.0, 1.0
   for _ in range(40):
     mid = (lo + hi) / 2

@@ -72,6 +72,22 @@ def test_budgets_meet_the_target_and_keep_a_floor(net, mode, metric):
     assert cost.cost(ranked[:-1])[metric] > target
 
 
+@pytest.mark.parametrize("mode", cs.MODES)
+def test_rounded_widths(net, mode):
+  """round_to=8: every layer keeps a multiple of 8 channels (or all of them), and the target holds."""
+  model, units, cost = net
+  target = cs.resolve_target(0.5, "macs", cost.cost([])["macs"])
+  drop = set(cs.select(units, cs.scores(model, units, "l2"), cost, "macs", target, mode=mode, round_to=8))
+  assert cost.cost(drop)["macs"] <= target
+  kept = {}
+  for k, u in enumerate(units):
+    kept.setdefault(u.filters[0][0], []).append(k not in drop)
+  assert all(sum(v) % 8 == 0 for v in kept.values()), {k: sum(v) for k, v in kept.items()}
+  assert sum(not all(v) for v in kept.values()) >= 5  # channels went from several layers, rounded
+  with pytest.raises(SqznetError, match="round_to=0 is not accepted"):
+    cs.select(units, cs.scores(model, units, "l2"), cost, "macs", target, round_to=0)
+
+
 def test_targets_out_of_range_are_refused(net):
   model, units, cost = net
   full = cost.cost([])["macs"]
