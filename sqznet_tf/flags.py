@@ -14,6 +14,7 @@ Concepts:
   output       --format, --output
 """
 
+import json
 import os
 import sys
 
@@ -218,7 +219,8 @@ def check_outputs(files=(), folders=()) -> None:
 # Models
 
 OVERRIDE_FLAGS = ("squeeze_ratio", "pct3x3", "base_e", "incr_e", "freq", "bypass", "conv1_filters",
-                  "conv1_kernel", "conv1_stride", "conv1_padding", "pool_after", "conv10_padding", "batch_norm")
+                  "conv1_kernel", "conv1_stride", "conv1_padding", "pool_after", "conv10_padding", "batch_norm",
+                  "fires", "bypass_kinds")
 MODEL_FORMS = ("'imagenet' (the Deep Compression release, via the Keras cache), 'cifar10' (squeezenet_v1_1_cifar "
                "trained on CIFAR-10, shipped with the package), a .net file, a .sqz container, "
                "Keras weights (.h5) saved by this package (a pruning/clustering checkpoint included), a .keras "
@@ -243,11 +245,23 @@ def define_override_flags() -> None:
                     "(v1.0: conv1,fire4,fire8; v1.1: conv1,fire3,fire5).")
   flags.DEFINE_integer("conv10_padding", None, "Zero padding of conv10: 0 or 1 (Caffe v1.0 deploy file).")
   flags.DEFINE_bool("batch_norm", None, "BatchNormalization after every conv.")
+  flags.DEFINE_string("fires", None, "Explicit widths of fire2..fire9 as JSON [[squeeze, expand1x1, expand3x3], "
+                      "...] instead of the metaparameters' (a channel-pruned network's, see "
+                      "sqznet-prune-channels' prune_summary.json).")
+  flags.DEFINE_list("bypass_kinds", None, "Explicit bypass of fire2..fire9: none, identity or conv each (with --fires "
+                    "and a bypass).")
 
 
 def overrides_from_flags() -> dict:
   """The metaparameter override flags that were set, as a dict."""
-  return {k: getattr(FLAGS, k) for k in OVERRIDE_FLAGS if getattr(FLAGS, k) is not None}
+  out = {k: getattr(FLAGS, k) for k in OVERRIDE_FLAGS if getattr(FLAGS, k) is not None}
+  if "fires" in out:
+    try:
+      out["fires"] = json.loads(out["fires"])
+    except ValueError as e:
+      raise SqznetError(f"--fires={out['fires']!r} is not accepted: not JSON ({e}); expected 8 lists "
+                        "[squeeze, expand1x1, expand3x3], e.g. [[16,64,64],[16,64,64],...]") from None
+  return out
 
 
 def define_model_flags(weights: str = "imagenet", model: str = None, classes: int = None) -> None:

@@ -52,6 +52,8 @@ flags.DEFINE_integer("round_to", 8, "Every layer keeps a multiple of this many c
                      lower_bound=1)
 flags.DEFINE_integer("steps", 1, "Prune-and-fine-tune rounds (the --epochs are spread over them).", lower_bound=1)
 flags.DEFINE_integer("taylor_batches", 8, "Training batches the taylor criterion averages over.", lower_bound=1)
+flags.DEFINE_integer("bn_batches", 20, "Batches of --data that re-estimate the batch-norm statistics after the "
+                     "surgery (0: keep the old ones).", lower_bound=0)
 flags.DEFINE_integer("latency_runs", 20, "Timed forward passes per latency figure (0: no latency).", lower_bound=0)
 
 COLUMNS = ["", "params", "macs", "top1", "latency_b1_ms", "latency_b32_ms"]
@@ -88,14 +90,14 @@ def main(argv):
   _, info = loading.load_model(FLAGS.weights, model=FLAGS.model, overrides=sq_flags.overrides_from_flags(),
                                classes=FLAGS.classes)
   train = None
-  if FLAGS.epochs or FLAGS.criterion == "taylor":
+  if FLAGS.epochs or FLAGS.criterion == "taylor" or FLAGS["data"].present:
     changes = {}
     if info is not None and not FLAGS["preprocessing"].present:
       changes["preprocessing"] = info.preprocessing.mode  # the weights' own, e.g. cifar for weights=cifar10
     if info is not None and not FLAGS["image_size"].present:
       changes["image_size"] = info.preprocessing.crop_size
     train = sq_flags.train_config_from_flags(data=sq_flags.data_spec_from_flags(**changes), model=None,
-                                             save_model=False)
+                                             epochs=max(1, FLAGS.epochs), save_model=False)
   accuracy = None
   if FLAGS.val_data:
     source = sources.open_source(FLAGS.val_data, FLAGS.data_format)
@@ -105,7 +107,8 @@ def main(argv):
   cfg = channel_prune.ChannelPruneConfig(
       weights=FLAGS.weights, metric=metric, target=FLAGS.target_macs if metric == "macs" else FLAGS.target_params,
       criterion=FLAGS.criterion, mode=FLAGS.mode, min_keep=FLAGS.min_keep, round_to=FLAGS.round_to,
-      steps=FLAGS.steps, train=train, taylor_batches=FLAGS.taylor_batches, model=FLAGS.model,
+      steps=FLAGS.steps, epochs=FLAGS.epochs, train=train, taylor_batches=FLAGS.taylor_batches,
+      bn_batches=FLAGS.bn_batches, model=FLAGS.model,
       overrides=sq_flags.overrides_from_flags(), classes=FLAGS.classes, out_dir=FLAGS.model_dir)
   summary = channel_prune.run(cfg, accuracy=accuracy, latency_runs=FLAGS.latency_runs, log=reporting.progress)
   if FLAGS.format == "json":

@@ -1,4 +1,5 @@
-"""Criteria and budgets of channel pruning on a small batch-norm SqueezeNet (random weights)."""
+"""Criteria, budgets and batch-norm recalibration of channel pruning on a small batch-norm SqueezeNet
+(random weights)."""
 
 import numpy as np
 import pytest
@@ -97,3 +98,19 @@ def test_targets_out_of_range_are_refused(net):
   assert cs.resolve_target(0.5, "macs", full) == round(full / 2) and cs.resolve_target(1000, "macs", full) == 1000
   with pytest.raises(SqznetError, match="below the smallest network"):
     cs.select(units, cs.scores(model, units, "l1"), cost, "macs", 1000, min_keep=0.1)
+
+
+def test_batch_norm_recalibration_averages_the_batch_statistics():
+  from sqznet_tf._keras import keras  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.pruning.channel_prune import recalibrate_batch_norm  # pylint: disable=g-import-not-at-top
+  model = sqznet_tf.get_model("squeezenet_v1_1_cifar", classes=10, input_shape=(16, 16, 3))
+  bn = model.get_layer("conv1_bn")
+  bn.set_weights([w + 5 for w in bn.get_weights()[:2]] + [np.full_like(w, 7.0) for w in bn.get_weights()[2:]])
+  rng = np.random.default_rng(0)
+  batches = [(rng.uniform(-1, 1, (8, 16, 16, 3)).astype("float32"), None) for _ in range(3)]
+  conv1 = keras.Model(model.input, model.get_layer("conv1").output)
+  means = [conv1(x).numpy().mean(axis=(0, 1, 2)) for x, _ in batches]
+  rate = model.get_layer("drop9").rate
+  recalibrate_batch_norm(model, batches)
+  np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(means, axis=0), rtol=1e-4, atol=1e-5)
+  assert bn.momentum == 0.9 and model.get_layer("drop9").rate == rate  # restored
