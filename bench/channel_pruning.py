@@ -1,0 +1,264 @@
+"""Channel pruning of the shipped CIFAR-10 SqueezeNet at 2x, 3x and 4x fewer MACs, against two controls.
+
+Run by hand; results go to BENCHMARKS.md with the machine, date and command. Not a test.
+
+For each MACs ratio (--ratios: fractions of the original MACs):
+  channel       sqznet-prune-channels --weights=cifar10 --target_macs=R, fine-tuned --finetune_epochs on
+                the 50,000 photos (the recipe's data handling, cosine from --learning_rate);
+  unstructured  magnitude pruning of the same model to the same number of non-zero parameters
+                (sqznet-dsd: sparse phase only, --finetune_epochs, same learning rate), every conv layer;
+  scratch       the channel-pruned network's widths (--conv1_filters, --fires) trained from scratch by
+                the recipe for 40 + --finetune_epochs epochs: the shipped model's epochs plus the
+                fine-tuning ("Rethinking the Value of Network Pruning", Liu et al. 2019).
+Every model is scored by sqznet-evaluate on the 3,000 test photos. At the first ratio (2x) it also
+measures the speed of the channel-pruned model against the dense one, side by side in one process
+(alternating rounds; TF at batch 32 and 1, TFLite with XNNPACK at batch 1), and exports it with
+sqznet-export and checks the export with sqznet-verify-export.
+
+Every step is resumable: a run folder continues where it stopped, and each finished step's result
+goes to the ledger (--ledger, committed), so that a fresh clone runs only what is missing. Writes
+accuracy_vs_macs.png in --out and prints the tables as Markdown.
+
+  python bench/channel_pruning.py --out=runs/channel_pruning
+  python bench/channel_pruning.py --report
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from absl import app, flags  # noqa: E402
+
+from _ledger import Ledger  # noqa: E402  (bench/ is the script's folder)
+from _recipe import RECIPE_FLAGS  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("ratios", ["0.5", "0.333", "0.25"], "MACs of the pruned networks, as fractions of the original.")
+flags.DEFINE_integer("finetune_epochs", 8, "Fine-tuning epochs of the pruned models.")
+flags.DEFINE_float("learning_rate", 0.02, "Peak learning rate of the fine-tuning (cosine).")
+flags.DEFINE_string("criterion", "l1", "Channel criterion (sqznet-prune-channels --criterion).")
+flags.DEFINE_integer("round_to", 8, "Channel rounding (sqznet-prune-channels --round_to).")
+flags.DEFINE_integer("base_epochs", 40, "Epochs of the shipped model's training (the scratch control gets these "
+                     "plus the fine-tuning epochs).")
+flags.DEFINE_list("parts", ["channel", "speed", "export", "unstructured", "scratch"], "What to run, in this order.")
+flags.DEFINE_integer("speed_rounds", 7, "Alternating rounds of the speed comparison.")
+flags.DEFINE_string("data", "../shared/data/cifar10_full/train", "Training photos.")
+flags.DEFINE_string("val_data", "../shared/data/cifar10_subset/test", "Test photos.")
+flags.DEFINE_string("out", "runs/channel_pruning", "Where the runs go.")
+flags.DEFINE_string("ledger", "bench/results/channel_pruning.json", "Finished steps' results (committed).")
+flags.DEFINE_bool("report", False, "Only tabulate what the ledger holds.")
+
+
+def tool(name, *args, log=None):
+  cmd = [sys.executable, os.path.join(REPO, "tools", f"{name}.py"), *args]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  if log:
+    with open(log, "a", encoding="utf-8") as f:
+      rc = subprocess.call(cmd + ["--format=json"], stdout=f, stderr=f, env=env)
+    if rc:
+      sys.exit(f"{name} exited {rc}; see {log}")
+    with open(log, encoding="utf-8") as f:
+      lines = [l for l in f.read().splitlines() if l.startswith("{")]
+    return json.loads(lines[-1])
+  out = subprocess.run(cmd + ["--format=json"], capture_output=True, text=True, env=env)
+  if out.returncode:
+    sys.exit(f"{name} exited {out.returncode}: {out.stderr[-2000:]}")
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def top1(weights):
+  return tool("evaluate", f"--weights={weights}", f"--data_dir={FLAGS.val_data}")["top1"]
+
+
+def key(ratio):
+  return f"{float(ratio):.3f}"
+
+
+def run_channel(ledger, ratio):
+  name = f"channel_{key(ratio)}"
+  if ledger.get(name):
+    return
+  out = os.path.join(FLAGS.out, name)
+  t = time.time()
+  s = tool("prune_channels", "--weights=cifar10", f"--target_macs={ratio}", f"--criterion={FLAGS.criterion}",
+           f"--round_to={FLAGS.round_to}", f"--data={FLAGS.data}", *RECIPE_FLAGS, f"--epochs={FLAGS.finetune_epochs}",
+           f"--learning_rate={FLAGS.learning_rate}", "--latency_runs=0", f"--model_dir={out}",
+           log=out + ".log")
+  ledger.put(name, {"top1": top1(out), "params": s["after"]["params"], "macs": s["after"]["macs"],
+                    "overrides": s["overrides"], "folder": out, "minutes": round((time.time() - t) / 60, 1)})
+
+
+def run_unstructured(ledger, ratio, dense):
+  name = f"unstructured_{key(ratio)}"
+  ch = ledger.get(f"channel_{key(ratio)}")
+  if ledger.get(name) or not ch:
+    return
+  sparsity = round((dense["params"] - ch["params"]) / dense["kernel_weights"], 4)
+  out = os.path.join(FLAGS.out, name)
+  t = time.time()
+  tool("dsd", "--model=squeezenet_v1_1_cifar", "--init_weights=cifar10", f"--data={FLAGS.data}",
+       f"--val_data={FLAGS.val_data}", *RECIPE_FLAGS, "--dense_epochs=0", f"--sparse_epochs={FLAGS.finetune_epochs}",
+       "--redense_epochs=0", f"--learning_rate={FLAGS.learning_rate}", f"--sparsity={sparsity}", "--keep_dense=",
+       "--nosave_model", f"--model_dir={out}", log=out + ".log")
+  a = tool("analyze", f"--weights={out}/phase2_sparse")
+  ledger.put(name, {"top1": top1(f"{out}/phase2_sparse"), "sparsity": sparsity, "macs": dense["macs"],
+                    "nonzero": a["params"] - sum(r["zeros"] for r in a["sparsity_layers"]),
+                    "minutes": round((time.time() - t) / 60, 1)})
+
+
+def run_scratch(ledger, ratio):
+  name = f"scratch_{key(ratio)}"
+  ch = ledger.get(f"channel_{key(ratio)}")
+  if ledger.get(name) or not ch:
+    return
+  out = os.path.join(FLAGS.out, name)
+  ov = ch["overrides"]
+  t = time.time()
+  tool("train", "--model=squeezenet_v1_1_cifar", f"--data={FLAGS.data}", f"--val_data={FLAGS.val_data}",
+       *RECIPE_FLAGS, f"--epochs={FLAGS.base_epochs + FLAGS.finetune_epochs}", "--learning_rate=0.1",
+       "--warmup_epochs=2", f"--conv1_filters={ov['conv1_filters']}", f"--fires={json.dumps(ov['fires'])}",
+       "--nosave_model", f"--model_dir={out}", log=out + ".log")
+  ledger.put(name, {"top1": top1(out), "macs": ch["macs"], "params": ch["params"],
+                    "minutes": round((time.time() - t) / 60, 1)})
+
+
+def run_speed(ledger):
+  ch = ledger.get(f"channel_{key(FLAGS.ratios[0])}")
+  if ledger.get("speed") or not ch:
+    return
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from sqznet_tf import loading  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.compression import tflite  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.pruning.channel_prune import latency_ms  # pylint: disable=g-import-not-at-top
+  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+  dense, _ = loading.load_model("cifar10")
+  pruned, _ = loading.load_model(ch["folder"])
+
+  def tflite_ms(interpreter, runs=200):
+    for _ in range(20):
+      interpreter.invoke()
+    times = []
+    for _ in range(runs):
+      t = time.perf_counter()
+      interpreter.invoke()
+      times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+  x = np.random.default_rng(0).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
+  interpreters = []
+  for m in (dense, pruned):
+    it = Interpreter(model_content=tflite.convert(m, "float32"), num_threads=os.cpu_count())
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    interpreters.append(it)
+  rows = {"tf_b32": [], "tf_b1": [], "tflite_b1": []}
+  for _ in range(FLAGS.speed_rounds):
+    rows["tf_b32"].append([latency_ms(m, 32, 20) for m in (dense, pruned)])
+    rows["tf_b1"].append([latency_ms(m, 1, 50) for m in (dense, pruned)])
+    rows["tflite_b1"].append([tflite_ms(it) for it in interpreters])
+  result = {}
+  for k, pairs in rows.items():
+    ratios = [d / p for d, p in pairs]
+    result[k] = {"dense_ms": round(statistics.median(p[0] for p in pairs), 3),
+                 "pruned_ms": round(statistics.median(p[1] for p in pairs), 3),
+                 "speedup": round(statistics.median(ratios), 2), "speedup_range": [round(min(ratios), 2),
+                                                                               round(max(ratios), 2)]}
+  ledger.put("speed", result)
+
+
+def run_export(ledger):
+  ch = ledger.get(f"channel_{key(FLAGS.ratios[0])}")
+  if ledger.get("export") or not ch:
+    return
+  exp = os.path.join(FLAGS.out, "export_2x")
+  tool("export", f"--weights={ch['folder']}", f"--export_dir={exp}", "--tflite=float32", "--overwrite")
+  cmd = [sys.executable, os.path.join(REPO, "tools", "verify_export.py"), f"--export_dir={exp}",
+         f"--data_dir={FLAGS.val_data}", "--format=json"]
+  out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  d = json.loads(out.stdout.strip().splitlines()[-1])
+  ledger.put("export", {"exit": out.returncode, "failures": d["failures"],
+                        "rows": [{k: r.get(k) for k in ("format", "top1", "max_abs_diff", "pass")} for r in d["rows"]]})
+
+
+def main(argv):
+  del argv
+  ledger = Ledger(FLAGS.ledger, {"ratios": FLAGS.ratios, "finetune_epochs": FLAGS.finetune_epochs,
+                                 "learning_rate": FLAGS.learning_rate, "criterion": FLAGS.criterion,
+                                 "round_to": FLAGS.round_to, "base_epochs": FLAGS.base_epochs, "data": FLAGS.data,
+                                 "val_data": FLAGS.val_data, "recipe": RECIPE_FLAGS})
+  os.makedirs(FLAGS.out, exist_ok=True)
+  if ledger.get("dense") is None:
+    a = tool("analyze", "--weights=cifar10")
+    kernels = sum(r["weights"] for r in a["sparsity_layers"])
+    ledger.put("dense", {"top1": top1("cifar10"), "params": a["params"], "macs": a["macs"], "kernel_weights": kernels})
+  dense = ledger.get("dense")
+  if not FLAGS.report:
+    for part in FLAGS.parts:
+      for ratio in FLAGS.ratios:
+        {"channel": lambda r: run_channel(ledger, r), "unstructured": lambda r: run_unstructured(ledger, r, dense),
+         "scratch": lambda r: run_scratch(ledger, r), "speed": lambda r: run_speed(ledger),
+         "export": lambda r: run_export(ledger)}[part](ratio)
+  report(ledger, dense)
+
+
+def report(ledger, dense):
+  print(f"\nDense (the shipped model): {100 * dense['top1']:.2f}% top-1, {dense['params']:,} parameters, "
+        f"{dense['macs']:,} MACs; fine-tuning {FLAGS.finetune_epochs} epochs\n")
+  print("| MACs | channel pruning: params | top-1 | unstructured (same non-zeros): top-1 | from scratch "
+        f"({FLAGS.base_epochs}+{FLAGS.finetune_epochs} epochs): top-1 |")
+  print("|---|---|---|---|---|")
+  points = []
+  for ratio in FLAGS.ratios:
+    ch, un, sc = (ledger.get(f"{k}_{key(ratio)}") for k in ("channel", "unstructured", "scratch"))
+    if not ch:
+      continue
+    points.append((ch, un, sc))
+    cell = lambda r: f"{100 * r['top1']:.2f}" if r else "(not run)"  # noqa: E731
+    print(f"| {ch['macs']:,} ({dense['macs'] / ch['macs']:.2f}x fewer) | {ch['params']:,} | {cell(ch)} | {cell(un)} | "
+          f"{cell(sc)} |")
+  speed = ledger.get("speed")
+  if speed:
+    print("\nSpeed at the first point, same process, alternating rounds (median, range of the per-round ratio):\n")
+    print("| runtime | dense ms | pruned ms | speed-up |")
+    print("|---|---|---|---|")
+    for k, v in speed.items():
+      if isinstance(v, dict):
+        print(f"| {k} | {v['dense_ms']} | {v['pruned_ms']} | {v['speedup']}x ({v['speedup_range'][0]}-"
+              f"{v['speedup_range'][1]}) |")
+  exp = ledger.get("export")
+  if exp:
+    print(f"\nExport of the first point verified: exit {exp['exit']}, failures: {exp['failures'] or 'none'}")
+  if not points:
+    return
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from sqznet_tf import io as sq_io  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(7.5, 4.5))
+  m = lambda r: r["macs"] / 1e6  # noqa: E731
+  ax.plot([m(dense)] + [m(c) for c, _, _ in points], [100 * dense["top1"]] + [100 * c["top1"] for c, _, _ in points],
+          marker="o", label="channel pruning + fine-tuning")
+  un = [(c, u) for c, u, _ in points if u]
+  if un:
+    ax.plot([m(c) for c, _ in un], [100 * u["top1"] for _, u in un], marker="s", linestyle="--",
+            label="unstructured, same non-zeros (MACs: the pruned net's, dense kernels run all)")
+  sc = [(c, s) for c, _, s in points if s]
+  if sc:
+    ax.plot([m(c) for c, _ in sc], [100 * s["top1"] for _, s in sc], marker="^", linestyle=":",
+            label="same widths from scratch")
+  ax.axhline(100 * dense["top1"] - 1, color="grey", linewidth=0.8, linestyle="--", label="dense - 1 point")
+  ax.set_xlabel("multiply-adds per image (millions)")
+  ax.set_ylabel("top-1 on the 3,000 test photos (%)")
+  ax.legend(loc="lower right", fontsize=8)
+  ax.grid(alpha=0.3)
+  sq_io.save_figure(fig, os.path.join(FLAGS.out, "accuracy_vs_macs.png"))
+  plt.close(fig)
+
+
+if __name__ == "__main__":
+  app.run(main)
