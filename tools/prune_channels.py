@@ -8,7 +8,8 @@ dense network of the same registry family, its widths recorded as config data, f
 runtime. It is then fine-tuned with the training flags of sqznet-train.
 
 --weights is the model to prune (any model form: cifar10, a run folder, .h5, .sqz, ...). The budget
-is --target_macs or --target_params: a fraction of the original (0.5: half) or a count. The output
+is --target_macs or --target_params: a fraction of the original (0.5: half) or a count; or
+--target_latency: a fraction of the original's TF latency, measured on this machine. The output
 folder (--model_dir) loads as a model form in every binary (--weights=MODEL_DIR); rerun the same
 command to resume. Before/after parameters, MACs, top-1 on --val_data and TF latency are printed.
 
@@ -42,6 +43,9 @@ flags.DEFINE_string("weights", None, f"The model to prune: {sq_flags.MODEL_FORMS
 flags.DEFINE_float("target_macs", None, "Multiply-adds of the pruned network: a fraction of the original (0.5) "
                    "or a count.")
 flags.DEFINE_float("target_params", None, "Parameters of the pruned network: a fraction of the original or a count.")
+flags.DEFINE_float("target_latency", None, "TF latency of the pruned network at --latency_batch, as a fraction of the "
+                   "original's, measured here: candidates are pruned and timed until the MACs that meet it are found.")
+flags.DEFINE_integer("latency_batch", 32, "Batch size of --target_latency's measurements.", lower_bound=1)
 flags.DEFINE_enum("criterion", "l1", list(CRITERIA), "Channel importance: l1 / l2 filter norm, bn_scale (batch-norm "
                   "|gamma|, network slimming) or taylor (first-order, from --taylor_batches of --data).")
 flags.DEFINE_enum("mode", "global", ["global", "uniform"], "global: one ranking over every layer (scores divided "
@@ -59,14 +63,23 @@ flags.DEFINE_integer("latency_runs", 20, "Timed forward passes per latency figur
 COLUMNS = ["", "params", "macs", "top1", "latency_b1_ms", "latency_b32_ms"]
 
 
+BUDGETS = ("target_macs", "target_params", "target_latency")
+
+
+def _budget():
+  """(metric, value) of the one budget flag given."""
+  given = [b for b in BUDGETS if getattr(FLAGS, b) is not None]
+  if len(given) != 1:
+    raise SqznetError("give one budget: --target_macs, --target_params (a fraction like 0.5, or a count) or "
+                      "--target_latency (a fraction)")
+  return given[0][len("target_"):], getattr(FLAGS, given[0])
+
+
 def _check_flags():
-  if (FLAGS.target_macs is None) == (FLAGS.target_params is None):
-    raise SqznetError("give one budget: --target_macs or --target_params (a fraction like 0.5, or a count)")
-  value = FLAGS.target_macs if FLAGS.target_macs is not None else FLAGS.target_params
-  name = "--target_macs" if FLAGS.target_macs is not None else "--target_params"
-  if not value > 0 or value == 1:
-    raise SqznetError(f"{name}={value:g} is not accepted; expected a fraction in (0, 1) of the original, or a "
-                      "count below it")
+  metric, value = _budget()
+  if not value > 0 or value == 1 or (metric == "latency" and value > 1):
+    accepted = "a fraction in (0, 1)" + ("" if metric == "latency" else " of the original, or a count below it")
+    raise SqznetError(f"--target_{metric}={value:g} is not accepted; expected {accepted}")
   if FLAGS.init_weights:
     raise SqznetError("--init_weights does not apply: the model to prune is --weights")
   if FLAGS.epochs and not FLAGS["data"].present:
@@ -103,9 +116,9 @@ def main(argv):
     source = sources.open_source(FLAGS.val_data, FLAGS.data_format)
     prep = info.preprocessing if info else get_preprocessing(FLAGS.preprocessing, crop_size=FLAGS.image_size)
     accuracy, _ = evaluation.accuracy_fn(source, prep)
-  metric = "macs" if FLAGS.target_macs is not None else "params"
+  metric, target = _budget()
   cfg = channel_prune.ChannelPruneConfig(
-      weights=FLAGS.weights, metric=metric, target=FLAGS.target_macs if metric == "macs" else FLAGS.target_params,
+      weights=FLAGS.weights, metric=metric, target=target, latency_batch=FLAGS.latency_batch,
       criterion=FLAGS.criterion, mode=FLAGS.mode, min_keep=FLAGS.min_keep, round_to=FLAGS.round_to,
       steps=FLAGS.steps, epochs=FLAGS.epochs, train=train, taylor_batches=FLAGS.taylor_batches,
       bn_batches=FLAGS.bn_batches, model=FLAGS.model,

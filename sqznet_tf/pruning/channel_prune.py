@@ -32,7 +32,7 @@ from sqznet_tf.analysis.cost import analyze_model
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.formats.metadata import WeightsInfo, read_info
 from sqznet_tf.inference import Predictor
-from sqznet_tf.io import write_json_atomic
+from sqznet_tf.io import read_json, write_json_atomic
 from sqznet_tf.models import configs
 from sqznet_tf.pruning import channel_select
 from sqznet_tf.pruning.channels import channel_units, shrink, width_overrides
@@ -40,6 +40,8 @@ from sqznet_tf.training.config import TrainConfig
 from sqznet_tf.training.train import train
 
 PRUNED, FINAL, SUMMARY = "pruned.weights.h5", "final.weights.h5", "prune_summary.json"
+LATENCY_TARGET = "latency_target.json"
+METRICS = channel_select.METRICS + ("latency",)
 
 
 @dataclasses.dataclass
@@ -50,7 +52,9 @@ class ChannelPruneConfig:
     weights: the model to prune (any form `sqznet_tf.load_model` takes); model, overrides, classes and
       input_size as there.
     metric, target: the budget: "macs" or "params" of what remains, as a fraction of the original
-      (0 < target < 1) or a count.
+      (0 < target < 1) or a count; or "latency": a fraction of the original's measured TF latency at
+      batch `latency_batch`, turned into a MACs target by measuring pruned candidates (bisection; the
+      MACs found are kept in OUT/latency_target.json, so a rerun prunes to the same network).
     criterion, mode, min_keep, round_to: see `channel_select.select` (round_to 8: every layer keeps a
       multiple of 8 channels; measured, odd widths cancel the speed-up in TF with oneDNN).
     steps: prune-and-fine-tune rounds.
@@ -65,6 +69,7 @@ class ChannelPruneConfig:
   weights: str
   metric: str = "macs"
   target: float = 0.5
+  latency_batch: int = 32
   criterion: str = "l1"
   mode: str = "global"
   min_keep: float = 0.1
@@ -81,8 +86,11 @@ class ChannelPruneConfig:
   out_dir: str = "runs/prune_channels"
 
   def validate(self) -> None:
-    if self.metric not in channel_select.METRICS:
-      raise SqznetError(f"metric={self.metric!r} is not accepted; expected one of {', '.join(channel_select.METRICS)}")
+    if self.metric not in METRICS:
+      raise SqznetError(f"metric={self.metric!r} is not accepted; expected one of {', '.join(METRICS)}")
+    if self.metric == "latency" and not 0 < self.target < 1:
+      raise SqznetError(f"a latency target of {self.target!r} is not accepted; expected a fraction in (0, 1) of "
+                        "the original's measured latency")
     if self.criterion not in channel_select.CRITERIA:
       raise SqznetError(f"criterion={self.criterion!r} is not accepted; expected one of "
                         f"{', '.join(channel_select.CRITERIA)}")
@@ -176,6 +184,35 @@ def recalibrate_batch_norm(model, batches) -> None:
       d.rate = r
 
 
+def macs_for_latency(model, config, units, scores, fraction: float, cfg: ChannelPruneConfig, runs: int = 10,
+                     iterations: int = 7, log: Callable[[str], None] = lambda s: None) -> int:
+  """The largest MACs target whose pruned network runs in at most `fraction` of `model`'s TF latency at
+  batch cfg.latency_batch (bisection over pruned candidates, each timed beside the original)."""
+  cost = channel_select.CostModel(model, units)
+  full = cost.cost([])["macs"]
+
+  def candidate(macs):
+    drop = channel_select.select(units, scores, cost, "macs", macs, cfg.mode, cfg.min_keep, cfg.round_to)
+    _, m = shrink(model, config, units, drop, compensate=False)
+    ratio = statistics.median(latency_ms(m, cfg.latency_batch, runs) / latency_ms(model, cfg.latency_batch, runs)
+                              for _ in range(3))
+    return ratio
+  lo, hi = cost.cost(channel_select.smallest(units, scores, cfg.min_keep, cfg.round_to))["macs"] / full, 1.0
+  floor_ratio = candidate(int(np.ceil(lo * full)))  # MACs fractions: lo meets the latency target, hi does not
+  if floor_ratio > fraction:
+    raise SqznetError(f"latency target {fraction:g} is out of reach: the smallest network the floors allow runs "
+                      f"in {floor_ratio:.2f} of the original's time (lower --min_keep, or aim higher)")
+  for _ in range(iterations):
+    mid = (lo + hi) / 2
+    ratio = candidate(int(mid * full))
+    log(f"latency search: {mid:.3f} of the MACs runs in {ratio:.3f} of the time")
+    if ratio <= fraction:
+      lo = mid
+    else:
+      hi = mid
+  return int(np.ceil(lo * full))
+
+
 def run(cfg: ChannelPruneConfig, accuracy: Optional[Callable] = None, latency_runs: int = 20,
         log: Callable[[str], None] = lambda s: None) -> dict:
   """Loads, prunes and fine-tunes (see the module doc); returns the summary (also written to OUT).
@@ -196,13 +233,27 @@ def run(cfg: ChannelPruneConfig, accuracy: Optional[Callable] = None, latency_ru
   size = int(original.input_shape[1])
   classes = int(original.output_shape[-1])
   before = _cost(original)
-  target = channel_select.resolve_target(cfg.target, cfg.metric, before[cfg.metric])
   units = channel_units(original)
   if not units:
     raise SqznetError(f"{original.name} has no channel that can be removed")
+  metric = "macs" if cfg.metric == "latency" else cfg.metric
+  if cfg.metric == "latency":
+    path = os.path.join(cfg.out_dir, LATENCY_TARGET)
+    if os.path.exists(path):
+      target = read_json(path, "latency target")["macs"]
+    else:
+      config = configs.get_config(architecture, **base_overrides)
+      batches = _batches(cfg, classes, cfg.taylor_batches) if cfg.criterion == "taylor" else None
+      scores = channel_select.normalise(units, channel_select.scores(original, units, cfg.criterion, batches))
+      target = macs_for_latency(original, config, units, scores, cfg.target, cfg, log=log)
+      os.makedirs(cfg.out_dir, exist_ok=True)
+      write_json_atomic(path, {"fraction": cfg.target, "batch": cfg.latency_batch, "macs": target})
+    log(f"latency target {cfg.target:g} at batch {cfg.latency_batch}: {target:,} MACs")
+  else:
+    target = channel_select.resolve_target(cfg.target, metric, before[metric])
   os.makedirs(cfg.out_dir, exist_ok=True)
   epochs = step_epochs(cfg.epochs, cfg.steps)
-  targets = step_targets(before[cfg.metric], target, cfg.steps)
+  targets = step_targets(before[metric], target, cfg.steps)
   model, overrides, rows = original, base_overrides, []
   for s, (step_target, step_ep) in enumerate(zip(targets, epochs), start=1):
     step_dir = os.path.join(cfg.out_dir, f"step{s}")
@@ -223,7 +274,7 @@ def run(cfg: ChannelPruneConfig, accuracy: Optional[Callable] = None, latency_ru
         batches = _batches(cfg, classes, cfg.taylor_batches) if cfg.criterion == "taylor" else None
         raw = channel_select.scores(model, units, cfg.criterion, batches)
         cost = channel_select.CostModel(model, units)
-        drop = channel_select.select(units, channel_select.normalise(units, raw), cost, cfg.metric, step_target,
+        drop = channel_select.select(units, channel_select.normalise(units, raw), cost, metric, step_target,
                                      cfg.mode, cfg.min_keep, cfg.round_to, log)
         new_config, model = shrink(model, config, units, drop)
         overrides = dict(overrides, **width_overrides(new_config))
@@ -231,7 +282,7 @@ def run(cfg: ChannelPruneConfig, accuracy: Optional[Callable] = None, latency_ru
           recalibrate_batch_norm(model, _batches(cfg, classes, cfg.bn_batches))
         os.makedirs(step_dir, exist_ok=True)
         weights_lib.save_weights(model, pruned_path, _info(info, architecture, overrides, model, PRUNED))
-        log(f"step {s}/{cfg.steps}: {len(drop)} units removed, {cfg.metric} {_cost(model)[cfg.metric]:,} "
+        log(f"step {s}/{cfg.steps}: {len(drop)} units removed, {metric} {_cost(model)[metric]:,} "
             f"(target {step_target:,})")
       if step_ep:
         tc = dataclasses.replace(cfg.train, model=architecture, overrides=overrides, epochs=step_ep,

@@ -261,6 +261,14 @@ def _chunks(order: List[int], n: int, floor: int, round_to: int) -> List[List[in
   return out
 
 
+def smallest(units: Sequence[ChannelUnit], scores: np.ndarray, min_keep: float = 0.1, round_to: int = 1
+             ) -> List[int]:
+  """The units `select` removes for the smallest network its floors allow."""
+  groups = _groups(units, scores)
+  return sorted(i for k, v in groups.items() for chunk in _chunks(v, len(v), _floor(len(v), min_keep), round_to)
+                for i in chunk)
+
+
 def select(units: Sequence[ChannelUnit], scores: np.ndarray, cost: CostModel, metric: str, target: int,
            mode: str = "global", min_keep: float = 0.1, round_to: int = 1,
            progress: Callable[[str], None] = lambda s: None) -> List[int]:

@@ -55,8 +55,10 @@ def test_prune_fine_tune_resume_analyze_export(photos):
     (["--target_params=0.5", "--target_macs=0.5"], "give one budget"),
     ([], "give one budget"),
     (["--target_macs=0.5", "--epochs=2"], "give its training data with --data"),
+    (["--target_latency=1.5"], "--target_latency=1.5 is not accepted; expected a fraction in (0, 1)"),
     (["--target_params=5000000"], "the network has 739,442 params"),
-], ids=["ratio-0", "ratio-1", "two-budgets", "no-budget", "epochs-without-data", "more-than-exists"])
+], ids=["ratio-0", "ratio-1", "two-budgets", "no-budget", "epochs-without-data", "latency-above-1",
+        "more-than-exists"])
 def test_bad_budgets_are_refused(tmp_path, args, message):
   r = run_tool("prune_channels", "--weights=cifar10", *args, f"--model_dir={tmp_path / 'out'}")
   assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
