@@ -187,7 +187,7 @@ def run_export(ledger):
 
 def main(argv):
   del argv
-  ledger = Ledger(FLAGS.ledger, {"ratios": FLAGS.ratios, "finetune_epochs": FLAGS.finetune_epochs,
+  ledger = Ledger(FLAGS.ledger, {"finetune_epochs": FLAGS.finetune_epochs,
                                  "learning_rate": FLAGS.learning_rate, "criterion": FLAGS.criterion,
                                  "round_to": FLAGS.round_to, "base_epochs": FLAGS.base_epochs, "data": FLAGS.data,
                                  "val_data": FLAGS.val_data, "recipe": RECIPE_FLAGS})
