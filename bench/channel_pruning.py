@@ -43,6 +43,8 @@ flags.DEFINE_list("ratios", ["0.5", "0.333", "0.25"], "MACs of the pruned networ
 flags.DEFINE_integer("finetune_epochs", 8, "Fine-tuning epochs of the pruned models.")
 flags.DEFINE_float("learning_rate", 0.02, "Peak learning rate of the fine-tuning (cosine).")
 flags.DEFINE_string("criterion", "l1", "Channel criterion (sqznet-prune-channels --criterion).")
+flags.DEFINE_string("mode", "uniform", "Allocation (sqznet-prune-channels --mode): one-shot at half the MACs, with "
+                    "batch-norm recalibration, uniform scored 55% and global 45% (2026-12-03).")
 flags.DEFINE_integer("round_to", 8, "Channel rounding (sqznet-prune-channels --round_to).")
 flags.DEFINE_integer("base_epochs", 40, "Epochs of the shipped model's training (the scratch control gets these "
                      "plus the fine-tuning epochs).")
@@ -51,7 +53,8 @@ flags.DEFINE_integer("speed_rounds", 7, "Alternating rounds of the speed compari
 flags.DEFINE_string("data", "../shared/data/cifar10_full/train", "Training photos.")
 flags.DEFINE_string("val_data", "../shared/data/cifar10_subset/test", "Test photos.")
 flags.DEFINE_string("out", "runs/channel_pruning", "Where the runs go.")
-flags.DEFINE_string("ledger", "bench/results/channel_pruning.json", "Finished steps' results (committed).")
+flags.DEFINE_string("ledger", None, "Finished steps' results (committed); default "
+                    "bench/results/channel_pruning_<mode>.json.")
 flags.DEFINE_bool("report", False, "Only tabulate what the ledger holds.")
 
 
@@ -87,7 +90,7 @@ def run_channel(ledger, ratio):
   out = os.path.join(FLAGS.out, name)
   t = time.time()
   s = tool("prune_channels", "--weights=cifar10", f"--target_macs={ratio}", f"--criterion={FLAGS.criterion}",
-           f"--round_to={FLAGS.round_to}", f"--data={FLAGS.data}", *RECIPE_FLAGS, f"--epochs={FLAGS.finetune_epochs}",
+           f"--round_to={FLAGS.round_to}", f"--mode={FLAGS.mode}", f"--data={FLAGS.data}", *RECIPE_FLAGS, f"--epochs={FLAGS.finetune_epochs}",
            f"--learning_rate={FLAGS.learning_rate}", "--latency_runs=0", f"--model_dir={out}",
            log=out + ".log")
   ledger.put(name, {"top1": top1(out), "params": s["after"]["params"], "macs": s["after"]["macs"],
@@ -187,10 +190,10 @@ def run_export(ledger):
 
 def main(argv):
   del argv
-  ledger = Ledger(FLAGS.ledger, {"finetune_epochs": FLAGS.finetune_epochs,
-                                 "learning_rate": FLAGS.learning_rate, "criterion": FLAGS.criterion,
-                                 "round_to": FLAGS.round_to, "base_epochs": FLAGS.base_epochs, "data": FLAGS.data,
-                                 "val_data": FLAGS.val_data, "recipe": RECIPE_FLAGS})
+  ledger = Ledger(FLAGS.ledger or f"bench/results/channel_pruning_{FLAGS.mode}.json", {
+      "mode": FLAGS.mode, "finetune_epochs": FLAGS.finetune_epochs, "learning_rate": FLAGS.learning_rate,
+      "criterion": FLAGS.criterion, "round_to": FLAGS.round_to, "base_epochs": FLAGS.base_epochs, "data": FLAGS.data,
+      "val_data": FLAGS.val_data, "recipe": RECIPE_FLAGS})
   os.makedirs(FLAGS.out, exist_ok=True)
   if ledger.get("dense") is None:
     a = tool("analyze", "--weights=cifar10")

@@ -327,5 +327,22 @@ def select(units: Sequence[ChannelUnit], scores: np.ndarray, cost: CostModel, me
     else:
       lo = mid
   drop = take(hi)
-  progress(f"uniform: {hi:.1%} of every layer's units, {len(drop)} of {len(units)} go")
-  return sorted(drop)
+  # Equal shares move in steps of whole chunks in every layer at once, so they overshoot the target:
+  # give chunks back (highest mean score first) while the target still holds.
+  taken = set(drop)
+  back = [chunk for c in chunks.values() for chunk in c if set(chunk) <= taken]
+  for chunk in sorted(back, key=lambda chunk: -float(np.mean([scores[i] for i in chunk]))):
+    trial = taken - set(chunk)
+    if _keeps_chunks(trial, chunks) and cost.cost(trial)[metric] <= target:
+      taken = trial
+  progress(f"uniform: {hi:.1%} of every layer's units, {len(taken)} of {len(units)} go")
+  return sorted(taken)
+
+
+def _keeps_chunks(drop: set, chunks: Dict[str, List[List[int]]]) -> bool:
+  """Whether every layer's removed chunks are a prefix of its chunk list (its lowest units go first)."""
+  for c in chunks.values():
+    gone = [set(chunk) <= drop for chunk in c]
+    if gone != sorted(gone, reverse=True):
+      return False
+  return True
