@@ -34,6 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from _ledger import cpu_name  # noqa: E402  (bench/ is the script's folder)
+
 FLAGS = flags.FLAGS
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -107,7 +109,7 @@ def main(argv):
   threads = str(FLAGS.threads)
   tf_w = Worker(sys.executable, "_tf_worker.py", f"--threads={threads}", f"--inter_threads={FLAGS.inter_threads}")
   torch_w = Worker(FLAGS.torch_python, "_torch_worker.py", f"--threads={threads}") if FLAGS.torch_python else None
-  results = {"machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
+  results = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
              "settings": {"threads": FLAGS.threads, "reps": FLAGS.reps, "tf_mode": FLAGS.tf_mode,
                           "train_mode": FLAGS.train_mode},
              "versions": {"tf": tf_w.ask(task="versions"), "torch": torch_w.ask(task="versions") if torch_w else None}}
@@ -201,17 +203,6 @@ def _bandwidth(mib: int = 512) -> float:
     np.copyto(b, a)
     seconds.append(time.perf_counter() - t)
   return 2 * a.nbytes / statistics.median(seconds[1:]) / 1e9
-
-
-def _cpu():
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor()
 
 
 if __name__ == "__main__":

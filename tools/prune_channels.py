@@ -101,8 +101,9 @@ def main(argv):
   from sqznet_tf.data import sources  # pylint: disable=g-import-not-at-top
   from sqznet_tf.formats.metadata import get_preprocessing  # pylint: disable=g-import-not-at-top
   from sqznet_tf.pruning import channel_prune  # pylint: disable=g-import-not-at-top
-  _, info = loading.load_model(FLAGS.weights, model=FLAGS.model, overrides=sq_flags.overrides_from_flags(),
+  loaded = loading.load_model(FLAGS.weights, model=FLAGS.model, overrides=sq_flags.overrides_from_flags(),
                                classes=FLAGS.classes)
+  info = loaded[1]
   train = None
   if FLAGS.epochs or FLAGS.criterion == "taylor" or FLAGS["data"].present:
     changes = {}
@@ -124,7 +125,8 @@ def main(argv):
       steps=FLAGS.steps, epochs=FLAGS.epochs, train=train, taylor_batches=FLAGS.taylor_batches,
       bn_batches=FLAGS.bn_batches, model=FLAGS.model,
       overrides=sq_flags.overrides_from_flags(), classes=FLAGS.classes, out_dir=FLAGS.model_dir)
-  summary = channel_prune.run(cfg, accuracy=accuracy, latency_runs=FLAGS.latency_runs, log=reporting.progress)
+  summary = channel_prune.run(cfg, accuracy=accuracy, latency_runs=FLAGS.latency_runs, log=reporting.progress,
+                              loaded=loaded)
   if FLAGS.format == "json":
     reporting.print_json(summary)
     return

@@ -214,15 +214,16 @@ def macs_for_latency(model, config, units, scores, fraction: float, cfg: Channel
 
 
 def run(cfg: ChannelPruneConfig, accuracy: Optional[Callable] = None, latency_runs: int = 20,
-        log: Callable[[str], None] = lambda s: None) -> dict:
+        log: Callable[[str], None] = lambda s: None, loaded=None) -> dict:
   """Loads, prunes and fine-tunes (see the module doc); returns the summary (also written to OUT).
 
   Args:
     accuracy: model -> top-1 on held-out photos (measured before and after); None: not measured.
     latency_runs: timed calls per latency figure (0: no latency).
+    loaded: (model, WeightsInfo) as `sqznet_tf.load_model` returned them for cfg, when the caller has them.
   """
   cfg.validate()
-  original, info = loading.load_model(cfg.weights, model=cfg.model, overrides=cfg.overrides, classes=cfg.classes,
+  original, info = loaded or loading.load_model(cfg.weights, model=cfg.model, overrides=cfg.overrides, classes=cfg.classes,
                                       input_size=cfg.input_size)
   src = loading.source_of(original) or {}
   architecture = src.get("architecture")
@@ -282,16 +283,16 @@ def run(cfg: ChannelPruneConfig, accuracy: Optional[Callable] = None, latency_ru
           recalibrate_batch_norm(model, _batches(cfg, classes, cfg.bn_batches))
         os.makedirs(step_dir, exist_ok=True)
         weights_lib.save_weights(model, pruned_path, _info(info, architecture, overrides, model, PRUNED))
-        log(f"step {s}/{cfg.steps}: {len(drop)} units removed, {metric} {_cost(model)[metric]:,} "
+        log(f"step {s}/{cfg.steps}: {len(drop)} units removed, {metric} {cost.cost(drop)[metric]:,} "
             f"(target {step_target:,})")
       if step_ep:
         tc = dataclasses.replace(cfg.train, model=architecture, overrides=overrides, epochs=step_ep,
                                  init_weights=pruned_path, model_dir=step_dir, classes=classes)
         model = train(tc).model
-    rows.append(dict(step=s, target=step_target, epochs=step_ep, **_cost(model)))
+    after = _cost(model)
+    rows.append(dict(step=s, target=step_target, epochs=step_ep, **after))
   final_info = _info(info, architecture, overrides, model, "prune_channels")
   weights_lib.save_weights(model, os.path.join(cfg.out_dir, FINAL), final_info)
-  after = _cost(model)
   summary = {"weights": str(cfg.weights), "architecture": architecture, "overrides": _jsonable(overrides),
              "criterion": cfg.criterion, "mode": cfg.mode, "metric": cfg.metric, "target": target,
              "steps": rows, "before": before, "after": after,
