@@ -53,8 +53,12 @@ class EvalResult:
 
 
 def evaluate(model, source: ImageSource, preprocessor: Preprocessor, batch_size: int = 32,
-             limit: Optional[int] = None, per_class: bool = False, progress: bool = True) -> EvalResult:
-  """Top-1 / top-5 accuracy of `model` (probabilities or logits) on `source`."""
+             limit: Optional[int] = None, per_class: bool = False, progress: bool = True,
+             top1_classes: Optional[list] = None) -> EvalResult:
+  """Top-1 / top-5 accuracy of `model` (probabilities or logits) on `source`.
+
+  top1_classes: if given, each evaluated image's top-1 class is appended to it (in source order).
+  """
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise SqznetError(f"batch_size={batch_size!r} is not accepted; expected a positive integer")
   num_classes = int(model.output_shape[-1])
@@ -75,6 +79,8 @@ def evaluate(model, source: ImageSource, preprocessor: Preprocessor, batch_size:
     y = np.asarray(batch_y)
     hit1 = top[:, 0] == y
     hit5 = (top == y[:, None]).any(axis=1)
+    if top1_classes is not None:
+      top1_classes.extend(int(c) for c in top[:, 0])
     c1 += int(hit1.sum())
     c5 += int(hit5.sum())
     n += len(y)

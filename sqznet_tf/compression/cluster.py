@@ -113,16 +113,19 @@ def strip_clusters(model):
     return tfmot().clustering.keras.strip_clustering(model)
 
 
-def share_model(model, bits: int, init: str = "linear", layers: Optional[List[str]] = None,
+def share_model(model, bits, init: str = "linear", layers: Optional[List[str]] = None,
                 seed: int = 0) -> Dict[str, sharing.Shared]:
-  """k-means weight sharing of each kernel, in place; returns the codebooks and codes per layer."""
+  """k-means weight sharing of each kernel, in place; returns the codebooks and codes per layer.
+
+  bits: one code width, or layer name -> width.
+  """
   out = {}
   names = layers if layers is not None else prunable_layers(model)
   by_name = {l.name: l for l in model.layers}
   for name in names:
     layer = by_name[name]
     values = layer.get_weights()
-    s = sharing.share(values[0], bits, init, seed=seed)
+    s = sharing.share(values[0], bits[name] if isinstance(bits, dict) else bits, init, seed=seed)
     values[0] = s.kernel
     layer.set_weights(values)
     out[name] = s

@@ -1,6 +1,7 @@
 """What one `sqznet-compress` run does (its stages and outputs), checked without TensorFlow."""
 
 import dataclasses
+import os
 from typing import Dict, Optional, Tuple
 
 from sqznet_tf.compression import sharing
@@ -8,6 +9,65 @@ from sqznet_tf.errors import SqznetError
 from sqznet_tf.formats import sqz
 
 FORMATS = ("sqz", "net")
+
+
+@dataclasses.dataclass
+class DistillConfig:
+  """One codebook fine-tuning run.
+
+  Attributes:
+    data: folder of unlabelled photos (searched recursively; any class sub-folders are ignored).
+    epochs: passes over the photos (one random crop and flip of each per pass).
+    batch_size: photos per step.
+    learning_rate: Adam step of the shared values, in units of each layer's weight scale (the
+      root mean square of its non-zero weights), so one rate suits every layer.
+    temperature: of the softened predictions the divergence is taken on (loss scaled by T^2).
+    feature_weight: weight of feature matching: the squared error of every coded layer's output
+      (relative to the teacher's mean square, averaged over the layers) added to the divergence.
+    train_offsets: also train the biases of the coded layers and the batch norms' offsets (beta).
+    augment: random crops (and horizontal flips) of the resized photo; off: the centre crop only.
+    work_dir: checkpoints, `distill.json` (settings and progress) and `distill_log.csv`.
+    limit: use at most this many photos (the first in sorted order).
+    seed: of the shuffling and augmentation.
+  """
+  data: str
+  epochs: int = 8
+  batch_size: int = 16
+  learning_rate: float = 0.001
+  temperature: float = 1.0
+  train_offsets: bool = True
+  feature_weight: float = 0.0
+  augment: bool = True
+  work_dir: str = "runs/compress/distill"
+  limit: Optional[int] = None
+  seed: int = 0
+
+  def validate(self) -> None:
+    if not self.data or not os.path.isdir(self.data):
+      raise SqznetError(f"distillation data {self.data!r} is not a folder; expected a folder of photos "
+                        "(labels are not needed; class sub-folders are searched too)")
+    for name in ("epochs", "batch_size"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "epochs" else 1):
+        raise SqznetError(f"distill {name}={v!r} is not accepted; expected an integer >= "
+                          f"{0 if name == 'epochs' else 1}")
+    if isinstance(self.feature_weight, bool) or not isinstance(self.feature_weight, (int, float)) \
+        or self.feature_weight < 0:
+      raise SqznetError(f"distill feature_weight={self.feature_weight!r} is not accepted; expected a number >= 0")
+    for name in ("learning_rate", "temperature"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise SqznetError(f"distill {name}={v!r} is not accepted; expected a number > 0")
+    if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+      raise SqznetError(f"distill limit={self.limit!r} is not accepted; expected a positive integer")
+
+  def settings(self) -> dict:
+    """What a resumed run must share with the one it continues."""
+    d = dataclasses.asdict(self)
+    for k in ("epochs", "work_dir"):
+      d.pop(k)
+    d["data"] = os.path.abspath(self.data)
+    return d
 
 
 @dataclasses.dataclass
@@ -49,6 +109,10 @@ class CompressConfig:
   work_dir: str = "runs/compress"
   int8_tflite: Optional[str] = None
   qat_epochs: int = 0
+  distill: Optional[object] = None
+  max_bytes: Optional[int] = None
+  widths: Tuple[int, ...] = (3, 4, 5, 6, 7, 8)
+  budget_photos: int = 64
 
   def validate(self, train_data: Optional[bool] = None) -> None:
     """Raises SqznetError on a bad value (fine-tuning without training data included).
@@ -71,6 +135,26 @@ class CompressConfig:
       raise SqznetError(f"qat_epochs={self.qat_epochs!r} is not accepted; expected an integer >= 0")
     if self.qat_epochs and not (has_train and self.int8_tflite):
       raise SqznetError("--qat_epochs trains an int8 TFLite model: give --train_data and --int8_tflite")
+    if self.distill is not None or self.max_bytes is not None:
+      if not self.cluster:
+        raise SqznetError("--distill_data and --max_bytes act on weight sharing; drop --nocluster")
+      if self.cluster_epochs:
+        raise SqznetError("--cluster_epochs (training on labels with tfmot) and distillation or --max_bytes "
+                          "are two ways of fitting the shared values; use one")
+    if self.distill is not None:
+      self.distill.validate()
+    if self.max_bytes is not None:
+      if isinstance(self.max_bytes, bool) or not isinstance(self.max_bytes, int) or self.max_bytes < 1:
+        raise SqznetError(f"max_bytes={self.max_bytes!r} is not accepted; expected a positive number of bytes")
+      if self.distill is None:
+        raise SqznetError("--max_bytes measures each layer's sensitivity on unlabelled photos: give --distill_data "
+                          "(--distill_epochs=0 chooses the widths without training)")
+      if self.output_format != "sqz" or not self.output:
+        raise SqznetError("--max_bytes is a budget for the .sqz file: give --output=FILE.sqz")
+      for w in self.widths:
+        sharing.check_bits(w)
+      if isinstance(self.budget_photos, bool) or not isinstance(self.budget_photos, int) or self.budget_photos < 1:
+        raise SqznetError(f"budget_photos={self.budget_photos!r} is not accepted; expected a positive integer")
     if self.output_format not in FORMATS:
       raise SqznetError(f"output format {self.output_format!r} is not accepted; expected one of {', '.join(FORMATS)}")
     if self.layout not in sqz.LAYOUTS:

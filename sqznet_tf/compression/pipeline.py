@@ -31,7 +31,9 @@ from sqznet_tf.analysis import storage
 from sqznet_tf.data import pipeline as data_pipeline
 from sqznet_tf.data import preprocessing
 from sqznet_tf.data import sources
-from sqznet_tf.compression import cluster, container, quantize, sharing, tflite
+from sqznet_tf._keras import keras
+from sqznet_tf.compression import budget, cluster, container, quantize, sharing, tflite
+from sqznet_tf.compression import distill as distill_lib
 from sqznet_tf.compression.config import CompressConfig
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.formats import net as net_format
@@ -51,11 +53,12 @@ class StageRow:
   top1: Optional[float]
   top5: Optional[float]
   density: float
-  bits: Optional[int]
+  bits: object  # code width: an int, or layer name -> width
   fp32_bytes: int
   zip_bytes: int
   deep_compression_bytes: Optional[int]
   file_bytes: Optional[int] = None
+  agreement: Optional[float] = None  # share of photos whose top-1 class is the loaded model's
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -67,6 +70,7 @@ class CompressResult:
   stats: List[sqz.TensorStat]
   output: Optional[str]
   model: object
+  widths: object = None  # the code width, or layer name -> width
 
 
 def coded_layers(model) -> List[str]:
@@ -96,17 +100,76 @@ def zip_bytes(model) -> int:
     return os.path.getsize(z)
 
 
-def deep_compression_estimate(model, bits: int) -> int:
-  """Deep Compression's accounting (`analysis.storage`): codes + 4-bit gaps + codebooks + float32 rest."""
+def deep_compression_estimate(model, bits) -> int:
+  """Deep Compression's accounting (`analysis.storage`): codes + 4-bit gaps + codebooks + float32 rest.
+
+  bits: one code width, or layer name -> width (each layer counted at its own).
+  """
   names = set(coded_layers(model))
-  stored, other = [], 0
+  widths = bits if isinstance(bits, dict) else {}
+  stored, other = {}, 0
   for layer in model.layers:
     for i, w in enumerate(layer.get_weights()):
       if layer.name in names and i == 0:
-        stored.append(int(np.count_nonzero(w)))
+        stored[layer.name] = int(np.count_nonzero(w))
       else:
         other += w.size
-  return storage.stored_bytes(stored, other, bits)["total"]
+  if not widths:
+    return storage.stored_bytes(list(stored.values()), other, bits)["total"]
+  total = storage.stored_bytes([], other, max(widths.values()))["total"]
+  for name, n in stored.items():
+    total += storage.stored_bytes([n], 0, widths[name])["total"]
+  return total
+
+
+def _widths_label(widths) -> str:
+  if not isinstance(widths, dict):
+    return f"{widths}-bit"
+  counts = {}
+  for w in widths.values():
+    counts[w] = counts.get(w, 0) + 1
+  return "mixed " + "/".join(f"{w}-bit x{n}" for w, n in sorted(counts.items(), reverse=True))
+
+
+def _copy_model(model):
+  """A second model of the same architecture and weights (the teacher of distillation)."""
+  copy = keras.models.clone_model(model)
+  copy.set_weights(model.get_weights())
+  return copy
+
+
+def _preprocessing(info, model):
+  prep = info.preprocessing if info else preprocessing.PRESETS["caffe"]
+  if prep.crop_size != int(model.input_shape[1]):
+    prep = preprocessing.with_crop(prep, int(model.input_shape[1]), None)
+  return prep
+
+
+def _widths_to_budget(cfg: CompressConfig, model, info, names, teacher, images, log) -> dict:
+  """Per-layer widths whose .sqz file fits `cfg.max_bytes` with the least measured sensitivity."""
+  prep = _preprocessing(info, model)
+  log(f"code widths to {cfg.max_bytes:,} bytes: sharing each layer at {', '.join(map(str, cfg.widths))} bits")
+  costs = budget.layer_costs(model, names, cfg.widths, cfg.cluster_init, cfg.entropy, cfg.layout, cfg.index_bits)
+  batches = list(distill_lib.centre_crops(images[:cfg.budget_photos], prep, 16))
+  divergence = distill_lib.divergence_fn(teacher, batches, cfg.distill.temperature)
+  budget.measure_sensitivity(model, costs, divergence, log)
+  top = max(cfg.widths)
+  config = container.model_config(_source(cfg, model)[0], _build_args(cfg, model), info,
+                                  bits={n: top for n in names})
+  tensors = container.model_tensors(model, {n: top for n in names}, {c.name: c.shared[top] for c in costs}, names)
+  whole, _ = sqz.encode(tensors, config, entropy=cfg.entropy, layout=cfg.layout, index_bits=cfg.index_bits)
+  fixed = len(whole) - sum(c.nbytes[top] for c in costs)
+  room = cfg.max_bytes - fixed
+  for _ in range(5):  # the config's few bytes may differ with the widths: check the real file
+    widths = budget.choose_widths(costs, room)
+    config = container.model_config(_source(cfg, model)[0], _build_args(cfg, model), info, bits=widths)
+    tensors = container.model_tensors(model, widths, {c.name: c.shared[widths[c.name]] for c in costs}, names)
+    size = len(sqz.encode(tensors, config, entropy=cfg.entropy, layout=cfg.layout, index_bits=cfg.index_bits)[0])
+    if size <= cfg.max_bytes:
+      log(f"chosen widths ({size:,} bytes): " + ", ".join(f"{n} {w}" for n, w in widths.items()))
+      return widths
+    room -= size - cfg.max_bytes
+  raise SqznetError(f"could not fit {cfg.max_bytes:,} bytes (last try {size:,})")
 
 
 def load_model(cfg: CompressConfig):
@@ -156,15 +219,21 @@ def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
   names = coded_layers(model)
   rows: List[StageRow] = []
 
-  def measure(stage: str, bits: Optional[int], file_bytes: Optional[int] = None, same_as_last: bool = False):
+  first = {}  # top-1 classes of the loaded model, to which each stage's agreement is measured
+
+  def measure(stage: str, bits, file_bytes: Optional[int] = None, same_as_last: bool = False):
     if same_as_last and rows:  # the weights were checked to be bit-identical: same accuracy
-      acc = (rows[-1].top1, rows[-1].top5)
+      acc, agree = (rows[-1].top1, rows[-1].top5), rows[-1].agreement
     else:
       log(f"measuring: {stage}")
       acc = evaluate_fn(model) if evaluate_fn else (None, None)
+      agree = None
+      if len(acc) > 2:
+        first.setdefault("top1", acc[2])
+        agree = float(np.mean(np.asarray(acc[2]) == np.asarray(first["top1"]))) if len(acc[2]) else None
     params = model.count_params()
     rows.append(StageRow(stage, acc[0], acc[1], kernel_density(model), bits, 4 * params, zip_bytes(model),
-                         deep_compression_estimate(model, bits) if bits else None, file_bytes))
+                         deep_compression_estimate(model, bits) if bits else None, file_bytes, agree))
 
   measure("loaded", None)
   if cfg.prune:
@@ -178,15 +247,29 @@ def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
       prune.apply_map(model, targets)
     measure("pruned" + (f" + {cfg.prune_epochs} epochs" if cfg.prune_epochs else ""), None)
   shared = None
+  widths = cfg.bits
   if cfg.cluster:
     if cfg.cluster_epochs:
       log(f"clustering ({1 << cfg.bits} values per layer) and retraining for {cfg.cluster_epochs} epochs")
       model = _finetune(cfg, model, "cluster", cfg.cluster_epochs, cluster.cluster_wrapper(cfg.bits, cfg.cluster_init, names),
                         cluster.strip_clusters)
+      measure(f"shared {cfg.bits}-bit + {cfg.cluster_epochs} epochs", cfg.bits)
     else:
-      log(f"weight sharing: {1 << cfg.bits} values per layer (k-means, {cfg.cluster_init} init)")
-      shared = cluster.share_model(model, cfg.bits, cfg.cluster_init, names)
-    measure(f"shared {cfg.bits}-bit" + (f" + {cfg.cluster_epochs} epochs" if cfg.cluster_epochs else ""), cfg.bits)
+      teacher = images = None
+      if cfg.distill is not None:
+        teacher = _copy_model(model)
+        images = distill_lib.load_images(distill_lib.image_files(cfg.distill.data, cfg.distill.limit),
+                                         _preprocessing(info, model), log)
+      if cfg.max_bytes is not None:
+        widths = _widths_to_budget(cfg, model, info, names, teacher, images, log)
+      label = _widths_label(widths)
+      log(f"weight sharing: {label} (k-means, {cfg.cluster_init} init)")
+      shared = cluster.share_model(model, widths, cfg.cluster_init, names)
+      measure(f"shared {label}", widths)
+      if cfg.distill is not None and cfg.distill.epochs:
+        log(f"codebook fine-tuning by distillation: {cfg.distill.epochs} epochs on {len(images)} photos")
+        shared = distill_lib.distill(model, teacher, shared, cfg.distill, _preprocessing(info, model), log, images)
+        measure(f"shared {label} + distilled {cfg.distill.epochs} epochs", widths)
 
   stats: List[sqz.TensorStat] = []
   if cfg.output:
@@ -200,14 +283,14 @@ def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
                           "use --output_format=sqz")
       data = _encode_net(model)
     else:
-      config = container.model_config(_source(cfg, model)[0], _build_args(cfg, model), info, bits=cfg.bits)
-      data, stats = sqz.encode(container.model_tensors(model, cfg.bits, shared, names), config,
+      config = container.model_config(_source(cfg, model)[0], _build_args(cfg, model), info, bits=widths)
+      data, stats = sqz.encode(container.model_tensors(model, widths, shared, names), config,
                                entropy=cfg.entropy, layout=cfg.layout, index_bits=cfg.index_bits)
     write_atomic(cfg.output, data)
     _check_round_trip(cfg, model, data)
     measure(f"encoded ({'Huffman' if cfg.entropy and cfg.output_format == 'sqz' else 'fixed width'})",
-            cfg.bits if cfg.cluster else None, len(data), same_as_last=True)
-  return CompressResult(rows, stats, cfg.output, model)
+            widths if cfg.cluster else None, len(data), same_as_last=True)
+  return CompressResult(rows, stats, cfg.output, model, widths if cfg.cluster else None)
 
 
 def _encode_net(model) -> bytes:
@@ -279,14 +362,12 @@ def _evaluator(model, info, source, limit, batch_size, train_config):
   """(model -> (top1, top5), n -> n sample inputs) on labelled photos, else on the training data's
   validation split; (None, None) without either."""
   if source is not None:
-    prep = info.preprocessing if info else preprocessing.PRESETS["caffe"]
-    if prep.crop_size != int(model.input_shape[1]):
-      prep = preprocessing.with_crop(prep, int(model.input_shape[1]), None)
-    pre = preprocessing.Preprocessor(prep)
+    pre = preprocessing.Preprocessor(_preprocessing(info, model))
 
     def evaluate(m):
-      r = evaluation.evaluate(m, source, pre, batch_size, limit, progress=False)
-      return r.top1, r.top5
+      classes = []
+      r = evaluation.evaluate(m, source, pre, batch_size, limit, progress=False, top1_classes=classes)
+      return r.top1, r.top5, classes
 
     def samples(n):
       out = [pre(data) for _, _, data in itertools.islice(
@@ -301,13 +382,15 @@ def _evaluator(model, info, source, limit, batch_size, train_config):
 
     def evaluate(m):
       hit1 = hit5 = n = 0
+      classes = []
       for x, y in data.val:
         top = np.argsort(-np.asarray(m.predict_on_batch(x.numpy())), axis=1)[:, :5]
         label = np.argmax(y.numpy(), axis=1)
         hit1 += int((top[:, 0] == label).sum())
         hit5 += int((top == label[:, None]).any(axis=1).sum())
         n += len(label)
-      return hit1 / n, hit5 / n
+        classes.extend(int(c) for c in top[:, 0])
+      return hit1 / n, hit5 / n, classes
 
     def samples(n):
       return np.concatenate([x.numpy() for x, _ in data.val.take(max(1, n // batch_size + 1))])[:n]
@@ -354,10 +437,11 @@ def run(cfg: CompressConfig, source=None, limit: Optional[int] = None, batch_siz
     acc = evaluate(_TFLiteRunner(data, result.model)) if evaluate else (None, None)
     rows.append(dict(stage=stage, top1=acc[0], top5=acc[1], density=rows[-1]["density"], bits=8,
                      fp32_bytes=rows[-1]["fp32_bytes"], zip_bytes=None, deep_compression_bytes=None,
-                     file_bytes=len(data)))
+                     file_bytes=len(data), agreement=None))
     extra["int8_tflite"] = cfg.int8_tflite
   arch = _source(cfg, result.model)[0]
   out = {"model": arch, "weights": loading.describe_source(result.model, cfg.weights)["weights"], "bits": cfg.bits,
+         "widths": result.widths,
          "output": result.output, "stages": rows,
          "tensors": [dict(vars(s), bits_per_weight=round(s.bits_per_weight, 3)) for s in result.stats], **extra}
   if result.output:

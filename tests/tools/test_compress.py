@@ -114,3 +114,38 @@ def test_fine_tuned_compression_of_a_trained_model(cifar_run, tmp_path):
   for x, y in zip(a.get_weights(), b.get_weights()):
     np.testing.assert_array_equal(x, y)
 
+
+
+def test_widths_to_a_byte_budget_with_distillation(tmp_path):
+  """--max_bytes picks per-layer widths that fit; --distill_data trains the shared values (shipped CIFAR model)."""
+  photos = class_subset(shared_data_dir("cifar10_subset", "test"), tmp_path / "photos", 4)
+  test_dir = shared_data_dir("cifar10_subset", "test")
+  out = tmp_path / "small.sqz"
+  r = run("compress", "--model=squeezenet_v1_1_cifar", "--weights=cifar10", f"--data_dir={test_dir}", "--limit=100",
+          f"--distill_data={photos}", "--distill_epochs=1", "--max_bytes=400000", "--widths=3,6",
+          "--budget_photos=16", f"--work_dir={tmp_path / 'work'}", f"--output={out}", "--format=json")
+  assert r.returncode == 0, r.stderr
+  d = last_json(r.stdout)
+  loaded, shared, distilled, encoded = d["stages"]
+  assert shared["stage"].startswith("shared mixed") and distilled["stage"].endswith("distilled 1 epochs")
+  assert encoded["file_bytes"] == os.path.getsize(out) <= 400000
+  widths = d["widths"]
+  assert set(widths.values()) == {3, 6}, widths
+  assert loaded["agreement"] == 1.0 and 0 < shared["agreement"] < 1 and encoded["agreement"] == distilled["agreement"]
+  from sqznet_tf.formats import sqz
+  c = sqz.read(out)
+  for name, w in widths.items():  # each layer holds at most 2^w - 1 shared non-zero values
+    k = c.tensors[(name, 0)]
+    assert np.unique(k[k != 0]).size <= 2 ** w - 1, name
+  assert "distill epoch 1/1" in r.stderr and "chosen widths" in r.stderr
+  # Bad distillation flags: one line, nothing written.
+  bad = tmp_path / "bad.sqz"
+  for args, message in [(["--max_bytes=300000"], "give --distill_data"),
+                        ([f"--distill_data={tmp_path / 'none'}"], "is not a folder"),
+                        (["--widths=3,x"], "--widths=3,x is not accepted"),
+                        ([f"--distill_data={photos}", "--max_bytes=1000", "--widths=3"], "the budget leaves them")]:
+    r = run("compress", "--model=squeezenet_v1_1_cifar", "--weights=cifar10", f"--output={bad}",
+            f"--work_dir={tmp_path / 'w2'}", *args)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert message in r.stderr, r.stderr
+    assert not bad.exists()

@@ -1,0 +1,124 @@
+"""Codebook fine-tuning by distillation and code widths to a byte budget, on the shipped CIFAR-10 model."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from sqznet_tf.compression import budget, sharing
+from sqznet_tf.compression.config import CompressConfig, DistillConfig
+from sqznet_tf.errors import SqznetError
+from tests.conftest import class_subset, shared_data_dir
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+  """48 CIFAR-10 test photos (labels not used)."""
+  return class_subset(shared_data_dir("cifar10_subset", "test"), tmp_path_factory.mktemp("distill") / "photos", 5)
+
+
+def _shipped():
+  from sqznet_tf import loading
+  return loading.load_model("cifar10", model="squeezenet_v1_1_cifar")
+
+
+def test_distillation_trains_only_the_shared_values_and_resumes(photos, tmp_path):
+  from sqznet_tf.compression import cluster, distill, pipeline
+  student, info = _shipped()
+  teacher = pipeline._copy_model(student)  # pylint: disable=protected-access
+  names = pipeline.coded_layers(student)
+  shared = cluster.share_model(student, 3, "optimal", names)
+  before = {l.name: [w.numpy().copy() for w in l.weights] for l in student.layers}
+  prep = pipeline._preprocessing(info, student)  # pylint: disable=protected-access
+  cfg = DistillConfig(data=str(photos), epochs=1, batch_size=16, work_dir=str(tmp_path / "d"))
+  lines = []
+  out = distill.distill(student, teacher, shared, cfg, prep, lines.append)
+  cfg2 = DistillConfig(data=str(photos), epochs=3, batch_size=16, work_dir=str(tmp_path / "d"))
+  out = distill.distill(student, teacher, shared, cfg2, prep, lines.append)
+  assert any("resuming after epoch 1 of 3" in l for l in lines), lines
+  log = (tmp_path / "d" / distill.LOG).read_text().splitlines()
+  assert log[0].startswith("epoch,") and [l.split(",")[0] for l in log[1:]] == ["0", "1", "2", "3"]
+  start, end = float(log[1].split(",")[3]), float(log[-1].split(",")[3])
+  # 3-bit sharing moves the model off its teacher; the trained codebooks bring it back on the
+  # photos they were trained on (measured: divergence 0.09 -> 0.04).
+  assert end < 0.8 * start, log
+  assert json.loads((tmp_path / "d" / distill.STATE).read_text())["epochs_done"] == 3
+  for layer in student.layers:
+    if layer.name in names:
+      kernel = layer.kernel.numpy()
+      codes = shared[layer.name].codes
+      assert np.array_equal(out[layer.name].codes, codes)  # every code and every zero stays
+      np.testing.assert_array_equal(kernel, out[layer.name].codebook[codes])
+      assert np.array_equal(kernel == 0, codes == 0) and np.array_equal(kernel == 0, before[layer.name][0] == 0)
+      assert not np.array_equal(out[layer.name].codebook, shared[layer.name].codebook)  # values trained
+      # A value trained beside other layers' values stays a shared value: at most 2^3 - 1 non-zeros.
+      assert np.unique(kernel[kernel != 0]).size <= 7
+  # Another run's settings in the same folder are refused, naming what differs.
+  with pytest.raises(SqznetError, match="other settings .*temperature"):
+    distill.distill(student, teacher, shared, DistillConfig(data=str(photos), epochs=4, temperature=3.0,
+                                                            work_dir=str(tmp_path / "d")), prep)
+
+
+def test_logits_model_strips_the_softmax():
+  from sqznet_tf.compression import distill
+  from sqznet_tf.models import get_model
+  m = get_model("squeezenet_v1_1", input_shape=(32, 32, 3), classes=5, weights=None)
+  logits, is_logits = distill.logits_model(m)
+  x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  assert is_logits
+  np.testing.assert_allclose(np.exp(logits(x)) / np.exp(logits(x)).sum(-1, keepdims=True), m(x), rtol=1e-5, atol=1e-6)
+  raw = get_model("squeezenet_v1_1", input_shape=(32, 32, 3), classes=5, weights=None, classifier_activation=None)
+  assert distill.logits_model(raw) == (raw, True)
+
+
+def _costs(rng, layers=4, widths=(3, 4, 5, 6)):
+  out = []
+  for i in range(layers):
+    size = int(rng.integers(500, 3000))
+    out.append(budget.LayerCosts(f"l{i}", {w: size * w // 8 + 40 for w in widths},
+                                 {w: float(rng.uniform(0.5, 2)) / 2 ** w for w in widths}))
+  return out
+
+
+def test_choose_widths_is_the_exact_optimum():
+  rng = np.random.default_rng(1)
+  for _ in range(20):
+    costs = _costs(rng)
+    least, most = (sum(f(c.nbytes.values()) for c in costs) for f in (min, max))
+    room = int(rng.integers(least, most + 1))
+    chosen = budget.choose_widths(costs, room, units=100000)  # 1-byte units: exact
+    best = min((sum(c.sensitivity[w] for c, w in zip(costs, ws)), ws)
+               for ws in itertools.product(*[sorted(c.nbytes) for c in costs])
+               if sum(c.nbytes[w] for c, w in zip(costs, ws)) <= room)
+    assert sum(c.nbytes[chosen[c.name]] for c in costs) <= room
+    assert sum(c.sensitivity[chosen[c.name]] for c in costs) == pytest.approx(best[0])
+    coarse = budget.choose_widths(costs, room)  # coarse units never break the budget
+    assert sum(c.nbytes[coarse[c.name]] for c in costs) <= room
+  with pytest.raises(SqznetError, match="at least .* bytes at the narrowest widths"):
+    budget.choose_widths(costs, least - 1)
+
+
+def test_record_bytes_are_the_files_bytes():
+  from sqznet_tf.formats import sqz
+  rng = np.random.default_rng(0)
+  kernel = rng.normal(size=(3, 3, 8, 16)).astype(np.float32) * (rng.uniform(size=(3, 3, 8, 16)) > 0.6)
+  for bits in (3, 5, 8):
+    s = sharing.share(kernel, bits)
+    _, stats = sqz.encode([("a", 0, rng.normal(size=4).astype(np.float32)),
+                           ("conv", 0, sqz.Coded(s.codebook, s.codes, bits))], {"x": 1})
+    assert budget.record_bytes("conv", 0, s, bits) == stats[1].nbytes
+
+
+def test_config_rejects_bad_distillation_settings(photos, tmp_path):
+  d = DistillConfig(data=str(photos), work_dir=str(tmp_path))
+  for cfg, message in [
+      (CompressConfig(distill=DistillConfig(data=str(tmp_path / "none"))), "is not a folder"),
+      (CompressConfig(distill=DistillConfig(data=str(photos), temperature=0)), "temperature=0 is not accepted"),
+      (CompressConfig(max_bytes=1000, output="x.sqz"), "give --distill_data"),
+      (CompressConfig(max_bytes=0, distill=d, output="x.sqz"), "max_bytes=0 is not accepted"),
+      (CompressConfig(max_bytes=1000, distill=d), "give --output"),
+      (CompressConfig(distill=d, cluster_epochs=1), "use one"),
+      (CompressConfig(distill=d, cluster=False), "drop --nocluster")]:
+    with pytest.raises(SqznetError, match=message):
+      cfg.validate(train_data=True)
