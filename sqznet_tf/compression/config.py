@@ -26,6 +26,7 @@ class DistillConfig:
       (relative to the teacher's mean square, averaged over the layers) added to the divergence.
     train_offsets: also train the biases of the coded layers and the batch norms' offsets (beta).
     augment: random crops (and horizontal flips) of the resized photo; off: the centre crop only.
+    mixup: blend each photo with another of its batch (the teacher labels the blend).
     work_dir: checkpoints, `distill.json` (settings and progress) and `distill_log.csv`.
     limit: use at most this many photos (the first in sorted order).
     seed: of the shuffling and augmentation.
@@ -38,6 +39,7 @@ class DistillConfig:
   train_offsets: bool = True
   feature_weight: float = 0.0
   augment: bool = True
+  mixup: bool = False
   work_dir: str = "runs/compress/distill"
   limit: Optional[int] = None
   seed: int = 0

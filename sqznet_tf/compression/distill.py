@@ -86,8 +86,10 @@ def _normalise(x, prep):
   return preprocessing.normalise(tf.cast(x, tf.float32), prep)
 
 
-def augmented(images: np.ndarray, prep, batch_size: int, seed: int, augment: bool = True):
-  """A tf.data pass: shuffled random crops (crop size of `prep`) and flips, normalised."""
+def augmented(images: np.ndarray, prep, batch_size: int, seed: int, augment: bool = True, mixup: bool = False):
+  """A tf.data pass: shuffled random crops (crop size of `prep`) and flips, normalised; with
+  `mixup`, each photo blended with another of its batch (weight uniform in [0, 1]): the teacher
+  labels every blend, so each pass shows new inputs (function matching, Beyer et al. 2022)."""
   crop = int(prep.crop_size)
   ds = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
 
@@ -98,7 +100,13 @@ def augmented(images: np.ndarray, prep, batch_size: int, seed: int, augment: boo
     else:
       x = tf.image.resize_with_crop_or_pad(x, crop, crop)
     return _normalise(x, prep)
-  return ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
+  ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+  if mixup:
+    def mix(x):
+      w = tf.random.uniform([tf.shape(x)[0], 1, 1, 1])
+      return w * x + (1 - w) * tf.reverse(x, axis=[0])
+    ds = ds.map(mix)
+  return ds.prefetch(2)
 
 
 def centre_crops(images: np.ndarray, prep, batch_size: int):
@@ -331,7 +339,7 @@ def distill(student, teacher, shared: Dict[str, sharing.Shared], cfg: DistillCon
     start = time.time()
     bar = reporting.ProgressBar(steps, f"distill epoch {epoch}/{cfg.epochs}")
     losses, agrees = [], []
-    for i, x in enumerate(augmented(images, prep, cfg.batch_size, cfg.seed * 1000 + epoch, cfg.augment)):
+    for i, x in enumerate(augmented(images, prep, cfg.batch_size, cfg.seed * 1000 + epoch, cfg.augment, cfg.mixup)):
       loss, agree = step(x)
       losses.append(float(loss))
       agrees.append(float(agree))

@@ -122,3 +122,17 @@ def test_config_rejects_bad_distillation_settings(photos, tmp_path):
       (CompressConfig(distill=d, cluster=False), "drop --nocluster")]:
     with pytest.raises(SqznetError, match=message):
       cfg.validate(train_data=True)
+
+
+def test_augmented_batches_crop_flip_and_blend():
+  from sqznet_tf.compression import distill
+  from sqznet_tf.data.preprocessing import PRESETS
+  prep = PRESETS["tf"].replace(crop_size=24, resize_size=28)
+  images = np.random.default_rng(0).integers(0, 256, (10, 28, 28, 3), dtype=np.uint8)
+  plain = [b.numpy() for b in distill.augmented(images, prep, 4, 0, augment=False)]
+  assert [b.shape for b in plain] == [(4, 24, 24, 3), (4, 24, 24, 3), (2, 24, 24, 3)]
+  centre = (images[:, 2:26, 2:26].astype(np.float32) / 127.5 - 1)
+  assert all(any(np.allclose(x, c, atol=1e-5) for c in centre) for b in plain for x in b)  # shuffled centre crops
+  mixed = np.concatenate([b.numpy() for b in distill.augmented(images, prep, 4, 0, augment=True, mixup=True)])
+  assert mixed.shape == (10, 24, 24, 3) and -1 <= mixed.min() and mixed.max() <= 1
+  assert not any(np.allclose(x, c, atol=1e-5) for x in mixed for c in centre)
