@@ -36,6 +36,8 @@ flags.DEFINE_list("parts", ["halves"], "halves (distil on one half, score on the
 flags.DEFINE_integer("epochs", 8, "Distillation epochs.")
 flags.DEFINE_float("temperature", 1.0, "Distillation temperature.")
 flags.DEFINE_float("learning_rate", 0.001, "Distillation learning rate (sqznet-compress --distill_learning_rate).")
+flags.DEFINE_integer("fisher_photos", 0, "Fisher-weighted sharing from this many photos "
+                     "(sqznet-compress --distill_fisher_photos; 0: plain k-means).")
 flags.DEFINE_string("data", "../shared/data", "The shared data folder.")
 flags.DEFINE_string("out", "runs/codebook_distill", "Where the runs go.")
 flags.DEFINE_string("ledger", os.path.join(REPO, "bench", "results", "codebook_distill.json"),
@@ -77,6 +79,7 @@ def run_one(ledger, setting, train, test, folders):
   cmd = [sys.executable, os.path.join(REPO, "tools", "compress.py"), f"--weights={release()}", *setting_flags(setting),
          f"--distill_data={folders[train]}", f"--distill_epochs={FLAGS.epochs}",
          f"--distill_temperature={FLAGS.temperature}", f"--distill_learning_rate={FLAGS.learning_rate}",
+         f"--distill_fisher_photos={FLAGS.fisher_photos}",
          f"--data_dir={folders[test]}", f"--labels={os.path.join(FLAGS.data, 'imagenet_sample', 'synset_words.txt')}",
          f"--work_dir={work}", f"--output={work}.sqz", "--format=json"]
   print(f"{name}: {' '.join(cmd[1:])}", flush=True)
@@ -125,8 +128,10 @@ def report(ledger):
 
 def main(argv):
   del argv
-  ledger = Ledger(FLAGS.ledger, {"epochs": FLAGS.epochs, "temperature": FLAGS.temperature,
-                                 "learning_rate": FLAGS.learning_rate})
+  settings = {"epochs": FLAGS.epochs, "temperature": FLAGS.temperature, "learning_rate": FLAGS.learning_rate}
+  if FLAGS.fisher_photos:
+    settings["fisher_photos"] = FLAGS.fisher_photos
+  ledger = Ledger(FLAGS.ledger, settings)
   if not FLAGS.report:
     folders = halves()
     for setting in FLAGS.settings:

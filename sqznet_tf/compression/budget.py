@@ -49,8 +49,9 @@ def record_bytes(name: str, index: int, s: sharing.Shared, bits: int, entropy: b
 
 
 def layer_costs(model, names: Sequence[str], widths: Sequence[int], init: str = "optimal", entropy: bool = True,
-                layout: str = "auto", index_bits: int = 0) -> List[LayerCosts]:
-  """Sharing of each kernel at each width, and the bytes of its record."""
+                layout: str = "auto", index_bits: int = 0,
+                importance: Optional[Dict[str, np.ndarray]] = None) -> List[LayerCosts]:
+  """Sharing of each kernel at each width (weighted by `importance` where given), and the bytes of its record."""
   widths = check_widths(widths)
   by_name = {l.name: l for l in model.layers}
   out = []
@@ -60,7 +61,7 @@ def layer_costs(model, names: Sequence[str], widths: Sequence[int], init: str = 
     index = next(i for i, w in enumerate(layer.weights) if w is layer.kernel)
     costs = LayerCosts(name, {})
     for bits in widths:
-      s = sharing.share(kernel, bits, init)
+      s = sharing.share(kernel, bits, init, importance=(importance or {}).get(name))
       costs.shared[bits] = s
       costs.nbytes[bits] = record_bytes(name, index, s, bits, entropy, layout, index_bits)
     out.append(costs)

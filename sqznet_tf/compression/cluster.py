@@ -114,10 +114,11 @@ def strip_clusters(model):
 
 
 def share_model(model, bits, init: str = "linear", layers: Optional[List[str]] = None,
-                seed: int = 0) -> Dict[str, sharing.Shared]:
+                seed: int = 0, importance: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, sharing.Shared]:
   """k-means weight sharing of each kernel, in place; returns the codebooks and codes per layer.
 
   bits: one code width, or layer name -> width.
+  importance: layer name -> a weight per kernel weight for the k-means (see `sharing.share`).
   """
   out = {}
   names = layers if layers is not None else prunable_layers(model)
@@ -125,7 +126,8 @@ def share_model(model, bits, init: str = "linear", layers: Optional[List[str]] =
   for name in names:
     layer = by_name[name]
     values = layer.get_weights()
-    s = sharing.share(values[0], bits[name] if isinstance(bits, dict) else bits, init, seed=seed)
+    s = sharing.share(values[0], bits[name] if isinstance(bits, dict) else bits, init, seed=seed,
+                      importance=(importance or {}).get(name))
     values[0] = s.kernel
     layer.set_weights(values)
     out[name] = s

@@ -26,6 +26,9 @@ class DistillConfig:
       (relative to the teacher's mean square, averaged over the layers) added to the divergence.
     train_offsets: also train the biases of the coded layers and the batch norms' offsets (beta).
     augment: random crops (and horizontal flips) of the resized photo; off: the centre crop only.
+    fisher_photos: weigh each weight's squared error in the k-means by its Fisher information
+      (the teacher's, from this many of the photos): the codes start where they matter; 0: plain
+      k-means.
     mixup: blend each photo with another of its batch (the teacher labels the blend).
     work_dir: checkpoints, `distill.json` (settings and progress) and `distill_log.csv`.
     limit: use at most this many photos (the first in sorted order).
@@ -40,6 +43,7 @@ class DistillConfig:
   feature_weight: float = 0.0
   augment: bool = True
   mixup: bool = False
+  fisher_photos: int = 0
   work_dir: str = "runs/compress/distill"
   limit: Optional[int] = None
   seed: int = 0
@@ -48,11 +52,11 @@ class DistillConfig:
     if not self.data or not os.path.isdir(self.data):
       raise SqznetError(f"distillation data {self.data!r} is not a folder; expected a folder of photos "
                         "(labels are not needed; class sub-folders are searched too)")
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "fisher_photos"):
       v = getattr(self, name)
-      if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "epochs" else 1):
-        raise SqznetError(f"distill {name}={v!r} is not accepted; expected an integer >= "
-                          f"{0 if name == 'epochs' else 1}")
+      least = 1 if name == "batch_size" else 0
+      if isinstance(v, bool) or not isinstance(v, int) or v < least:
+        raise SqznetError(f"distill {name}={v!r} is not accepted; expected an integer >= {least}")
     if isinstance(self.feature_weight, bool) or not isinstance(self.feature_weight, (int, float)) \
         or self.feature_weight < 0:
       raise SqznetError(f"distill feature_weight={self.feature_weight!r} is not accepted; expected a number >= 0")

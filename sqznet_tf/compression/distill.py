@@ -172,6 +172,31 @@ def divergence_fn(teacher, batches, temperature: float) -> Callable[[object], fl
   return fn
 
 
+def fisher(teacher, names: List[str], images, log: Callable[[str], None] = lambda s: None) -> Dict[str, np.ndarray]:
+  """Per weight of each layer in `names`: the sum over `images` (a batch array or a dataset of
+  batches) of the squared gradient of the teacher's log-probability of its own top-1 class (the
+  empirical Fisher information), one photo at a time. Weights whose change moves the prediction
+  most get the largest values: what `sharing.share(importance=)` weighs its k-means with."""
+  logits, is_logits = logits_model(teacher)
+  kernels = [teacher.get_layer(n).kernel for n in names]
+  sums = [np.zeros(k.shape, np.float64) for k in kernels]
+
+  @tf.function
+  def grads(x):
+    with tf.GradientTape() as tape:
+      lp = tf.nn.log_softmax(as_logits(logits(x, training=False), is_logits))
+      top = tf.reduce_sum(tf.reduce_max(lp, axis=-1))
+    return tape.gradient(top, kernels)
+  n = 0
+  for batch in images:
+    for i in range(int(batch.shape[0])):
+      for acc, g in zip(sums, grads(batch[i:i + 1])):
+        acc += np.square(g.numpy().astype(np.float64))
+      n += 1
+  log(f"Fisher information of {len(names)} kernels from {n} photos")
+  return dict(zip(names, sums))
+
+
 def _offsets(model, names: List[str]) -> list:
   """Biases of the coded layers and batch-norm offsets (beta): what `train_offsets` trains."""
   out = []

@@ -145,11 +145,12 @@ def _preprocessing(info, model):
   return prep
 
 
-def _widths_to_budget(cfg: CompressConfig, model, info, names, teacher, images, log) -> dict:
+def _widths_to_budget(cfg: CompressConfig, model, info, names, teacher, images, log, importance=None) -> dict:
   """Per-layer widths whose .sqz file fits `cfg.max_bytes` with the least measured sensitivity."""
   prep = _preprocessing(info, model)
   log(f"code widths to {cfg.max_bytes:,} bytes: sharing each layer at {', '.join(map(str, cfg.widths))} bits")
-  costs = budget.layer_costs(model, names, cfg.widths, cfg.cluster_init, cfg.entropy, cfg.layout, cfg.index_bits)
+  costs = budget.layer_costs(model, names, cfg.widths, cfg.cluster_init, cfg.entropy, cfg.layout, cfg.index_bits,
+                             importance)
   batches = list(distill_lib.centre_crops(images[:cfg.budget_photos], prep, 16))
   divergence = distill_lib.divergence_fn(teacher, batches, cfg.distill.temperature)
   budget.measure_sensitivity(model, costs, divergence, log)
@@ -260,11 +261,15 @@ def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
         teacher = _copy_model(model)
         images = distill_lib.load_images(distill_lib.image_files(cfg.distill.data, cfg.distill.limit),
                                          _preprocessing(info, model), log)
+      importance = None
+      if cfg.distill is not None and cfg.distill.fisher_photos:
+        importance = distill_lib.fisher(teacher, names, distill_lib.centre_crops(
+            images[:cfg.distill.fisher_photos], _preprocessing(info, model), 16), log)
       if cfg.max_bytes is not None:
-        widths = _widths_to_budget(cfg, model, info, names, teacher, images, log)
+        widths = _widths_to_budget(cfg, model, info, names, teacher, images, log, importance)
       label = _widths_label(widths)
-      log(f"weight sharing: {label} (k-means, {cfg.cluster_init} init)")
-      shared = cluster.share_model(model, widths, cfg.cluster_init, names)
+      log(f"weight sharing: {label} (k-means, {cfg.cluster_init} init{', Fisher-weighted' if importance else ''})")
+      shared = cluster.share_model(model, widths, cfg.cluster_init, names, importance=importance)
       measure(f"shared {label}", widths)
       if cfg.distill is not None and cfg.distill.epochs:
         log(f"codebook fine-tuning by distillation: {cfg.distill.epochs} epochs on {len(images)} photos")

@@ -13,7 +13,7 @@ fine-tunes the centroids.
 """
 
 import dataclasses
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -130,8 +130,11 @@ def _assign(values: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def kmeans_1d(values: np.ndarray, k: int, init: str = "optimal", iterations: int = 50,
-              seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+              seed: int = 0, importance: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
   """(sorted centroids, index of each value's centroid) by weighted Lloyd iterations.
+
+  importance: a non-negative weight per value (e.g. its Fisher information): the squared error
+  of each value counts that much. Default: every value counts once.
 
   There are k centroids, or one per distinct value when there are no more than k.
 
@@ -144,6 +147,14 @@ def kmeans_1d(values: np.ndarray, k: int, init: str = "optimal", iterations: int
     return np.zeros(k), np.zeros(0, dtype=np.int64)
   uniq, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
   w = counts.astype(np.float64)
+  if importance is not None:
+    imp = np.asarray(importance, dtype=np.float64).reshape(-1)
+    if imp.shape != values.shape or not np.all(np.isfinite(imp)) or imp.min() < 0:
+      raise SqznetError(f"importance must be {values.size} finite values >= 0, one per weight")
+    summed = np.bincount(inverse, weights=imp, minlength=uniq.size)
+    # 1% of the weight spread evenly over the values, so that none weighs nothing.
+    total = summed.sum()
+    w = (0.99 * summed / total if total > 0 else 0) + 0.01 * w / w.sum()
   rng = np.random.default_rng(seed)
   if uniq.size <= k:  # every value keeps its own centroid; the codebook is shorter
     return uniq, inverse.astype(np.int64)
@@ -153,7 +164,7 @@ def kmeans_1d(values: np.ndarray, k: int, init: str = "optimal", iterations: int
       return c, _assign(uniq, c)[inverse]
     # Too many distinct values: the programme over equal-weight bins, refined by Lloyd below.
     edges = np.searchsorted(np.cumsum(w) / w.sum(), np.linspace(0, 1, DP_MAX_VALUES + 1)[1:-1])
-    groups = np.split(np.arange(uniq.size), np.unique(edges))
+    groups = [g for g in np.split(np.arange(uniq.size), np.unique(edges)) if g.size]
     gw = np.asarray([w[g].sum() for g in groups])
     gx = np.asarray([(w[g] * uniq[g]).sum() for g in groups]) / gw
     c = _optimal(gx, gw, min(k, gx.size))
@@ -172,8 +183,12 @@ def kmeans_1d(values: np.ndarray, k: int, init: str = "optimal", iterations: int
   return c, _assign(uniq, c)[inverse]
 
 
-def share(kernel: np.ndarray, bits: int, init: str = "optimal", iterations: int = 50, seed: int = 0) -> Shared:
+def share(kernel: np.ndarray, bits: int, init: str = "optimal", iterations: int = 50, seed: int = 0,
+          importance: Optional[np.ndarray] = None) -> Shared:
   """Weight sharing of one kernel: zeros stay zero (code 0), non-zeros get 2^bits - 1 centroids.
+
+  importance: per weight (the kernel's shape), how much its squared error counts in the k-means
+  (Fisher-weighted sharing); default: equally.
 
   A centroid that k-means puts exactly at 0.0 is nudged to the nearest float32 beside it, so a
   non-zero weight never becomes a pruned one by sharing.
@@ -183,7 +198,8 @@ def share(kernel: np.ndarray, bits: int, init: str = "optimal", iterations: int 
   flat = kernel.reshape(-1)
   nz = flat != 0
   k = (1 << bits) - 1
-  centroids, assign = kmeans_1d(flat[nz], k, init, iterations, seed)
+  imp = None if importance is None else np.asarray(importance, np.float64).reshape(-1)[nz]
+  centroids, assign = kmeans_1d(flat[nz], k, init, iterations, seed, imp)
   book = centroids.astype(np.float32)
   book[book == 0] = np.float32(np.finfo(np.float32).tiny)
   codebook = np.concatenate([np.zeros(1, np.float32), book])

@@ -136,3 +136,19 @@ def test_augmented_batches_crop_flip_and_blend():
   mixed = np.concatenate([b.numpy() for b in distill.augmented(images, prep, 4, 0, augment=True, mixup=True)])
   assert mixed.shape == (10, 24, 24, 3) and -1 <= mixed.min() and mixed.max() <= 1
   assert not any(np.allclose(x, c, atol=1e-5) for x in mixed for c in centre)
+
+
+def test_importance_weighted_sharing_puts_centroids_where_it_matters():
+  rng = np.random.default_rng(3)
+  kernel = rng.normal(size=(64, 32)).astype(np.float32)
+  plain = sharing.share(kernel, 3)
+  important = np.zeros_like(kernel, dtype=np.float64)
+  picked = np.argsort(np.abs(kernel).reshape(-1))[-3:]  # the three largest weights matter, the rest hardly
+  important.reshape(-1)[picked] = 1.0
+  weighted = sharing.share(kernel, 3, importance=important)
+  err = lambda s: np.abs(s.kernel.reshape(-1)[picked] - kernel.reshape(-1)[picked]).max()  # noqa: E731
+  # Seven values beside zero: the three weights that matter get (almost) their own.
+  assert err(weighted) < 1e-3 and err(plain) > 0.05, (err(weighted), err(plain))
+  assert np.array_equal(weighted.codes == 0, kernel == 0)
+  with pytest.raises(SqznetError, match="importance must be"):
+    sharing.share(kernel, 3, importance=-important)
