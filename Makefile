@@ -12,7 +12,7 @@ $(PY):
 
 # Reinstall when the dependencies change; the package itself is installed editable.
 $(STAMP): $(PY) setup.py constraints.txt
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,export]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,export,serve]'
 	touch $@
 
 venv: $(STAMP)

@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 # Console scripts: every binary in tools/ (installed as the package sqznet_tf.tools).
 BINARIES = ["analyze", "evaluate", "predict", "train", "dsd", "sensitivity", "compress", "tune", "export",
-            "verify_export", "prune_channels"]
+            "verify_export", "prune_channels", "serve"]
 
 setup(
     name="sqznet_tf",
@@ -35,6 +35,8 @@ setup(
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5"],
         "export": ["tensorflow-serving-api>=2.21,<2.22", "tf2onnx", "onnxruntime", "ai-edge-litert"],
+        # sqznet-serve: TF Serving's REST API on KServe's ModelServer (protobuf 6.33.x, see constraints.txt)
+        "serve": ["kserve>=0.21,<0.22"],
         "bayes": ["scikit-learn", "scipy"],
         "tfds": ["tensorflow-datasets"],
         "dev": ["pytest>=8", "pylint", "yapf"],

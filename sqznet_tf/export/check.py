@@ -12,6 +12,8 @@ the message a client would read, and the session keeps serving afterwards.
 """
 
 import base64
+import logging
+import os
 import re
 from typing import Dict, Optional
 
@@ -20,6 +22,7 @@ from tensorflow.core.framework.tensor_pb2 import TensorProto
 
 from sqznet_tf._keras import tf
 from sqznet_tf.errors import SqznetError
+from sqznet_tf.export import serving
 
 _NODE_LINE = re.compile(r"\s*\[\[\{\{node .*\}\}\]\]")
 
@@ -51,10 +54,15 @@ class ServingSession:
   def __init__(self, version_dir: str):
     self.graph = tf.Graph()
     self.session = tf.compat.v1.Session(graph=self.graph)
+    tf_log = logging.getLogger("tensorflow")
+    level = tf_log.level
+    tf_log.setLevel(logging.ERROR)  # the session loader is TF Serving's path, "deprecated" for Python users
     try:
       meta = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], version_dir)
     except (OSError, RuntimeError, tf.errors.OpError) as e:
       raise SqznetError(f"cannot load SavedModel {version_dir!r}: {str(e).strip().splitlines()[0][:200]}") from None
+    finally:
+      tf_log.setLevel(level)
     self.signatures = {k: v for k, v in meta.signature_def.items() if not k.startswith("__")}
 
   def close(self):
@@ -116,6 +124,8 @@ def rest_body_to_inputs(body: dict, signature) -> Dict[str, np.ndarray]:
     rows = body["instances"]
     if not isinstance(rows, list):
       raise ServingError("INVALID_ARGUMENT", "\"instances\" must be a list")
+    if not rows:
+      raise ServingError("INVALID_ARGUMENT", "\"instances\" is an empty list; send at least one instance")
     if len(keys) == 1 and not (rows and isinstance(rows[0], dict) and keys[0] in rows[0]):
       columns = {keys[0]: [decode(r) for r in rows]}
     else:
@@ -135,6 +145,22 @@ def rest_body_to_inputs(body: dict, signature) -> Dict[str, np.ndarray]:
   return out
 
 
+def rest_response(outputs: Dict[str, np.ndarray], columnar: bool = False) -> dict:
+  """A REST Predict answer from a signature's outputs: {"predictions": [...]} (row format, one dict
+  per example) or {"outputs": {...}} (columnar, for a request with "inputs"); strings as text."""
+  def plain(v):
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+
+  def listed(v):
+    v = np.asarray(v)
+    return [listed(x) for x in v] if v.ndim else plain(v.item())
+
+  if columnar:
+    return {"outputs": {k: listed(v) for k, v in outputs.items()}}
+  n = len(next(iter(outputs.values())))
+  return {"predictions": [{k: listed(v[i]) for k, v in outputs.items()} for i in range(n)]}
+
+
 def rest_predict(session: ServingSession, body: dict, signature_name: Optional[str] = None) -> dict:
   """A REST Predict call: {"predictions": [...]} (one dict per example) or raises ServingError."""
   name = body.get("signature_name", signature_name or "serving_default")
@@ -142,8 +168,23 @@ def rest_predict(session: ServingSession, body: dict, signature_name: Optional[s
   if sig is None:
     raise ServingError("INVALID_ARGUMENT", f"Serving signature name: \"{name}\" not found in signature def")
   outputs = session.predict(name, rest_body_to_inputs(body, sig))
-  n = len(next(iter(outputs.values())))
-  def plain(v):
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-  return {"predictions": [{k: [plain(x) for x in np.asarray(v[i]).tolist()] if np.ndim(v[i]) else plain(v[i].item())
-                           for k, v in outputs.items()} for i in range(n)]}
+  return rest_response(outputs, columnar="instances" not in body)
+
+
+def replay_warmup(session: ServingSession, version_dir: str) -> dict:
+  """Runs the version's warm-up requests (assets.extra/tf_serving_warmup_requests) through `session`,
+  as TF Serving does before it serves a version: {"requests", "failed", "signatures", "first_error"}."""
+  path = os.path.join(version_dir, "assets.extra", serving.WARMUP_FILE)
+  if not os.path.exists(path):
+    return {"requests": 0, "failed": 0, "signatures": [], "first_error": None}
+  logs = serving.read_warmup(path)
+  failed, first, sigs = 0, None, set()
+  for log in logs:
+    request = log.predict_log.request
+    sigs.add(request.model_spec.signature_name)
+    try:
+      session.predict_request(request)
+    except ServingError as e:
+      failed += 1
+      first = first or str(e)
+  return {"requests": len(logs), "failed": failed, "signatures": sorted(sigs), "first_error": first}

@@ -90,24 +90,6 @@ def read_images(source, preprocessing, limit: Optional[int] = None):
   return data, np.stack(crops).astype(np.float32), np.asarray(labels), skipped
 
 
-def replay_warmup(session, version_dir: str) -> dict:
-  """Runs the version's warm-up requests through `session` (a check.ServingSession)."""
-  path = os.path.join(version_dir, "assets.extra", serving.WARMUP_FILE)
-  if not os.path.exists(path):
-    return {"requests": 0, "failed": 0, "signatures": [], "first_error": None}
-  logs = serving.read_warmup(path)
-  failed, first, sigs = 0, None, set()
-  for log in logs:
-    request = log.predict_log.request
-    sigs.add(request.model_spec.signature_name)
-    try:
-      session.predict_request(request)
-    except check.ServingError as e:
-      failed += 1
-      first = first or str(e)
-  return {"requests": len(logs), "failed": failed, "signatures": sorted(sigs), "first_error": first}
-
-
 def verify(version_dir: str, model, images: List[bytes], crops, labels=None, batch_size: int = 16,
            progress=None) -> dict:
   """Compares the SavedModel at `version_dir` and its portable files with the Keras `model`.
@@ -139,7 +121,7 @@ def verify(version_dir: str, model, images: List[bytes], crops, labels=None, bat
     by_bytes = run("serving_bytes", "image_bytes", np.array(images, dtype=object))
     by_pixels = run("serving_default", "images", crops)
     by_uint8 = run("serving_uint8", "images", np.clip(np.round(crops), 0, 255).astype(np.uint8))
-    warmup = replay_warmup(session, version_dir)
+    warmup = check.replay_warmup(session, version_dir)
   finally:
     session.close()
   for name, probs in (("serving_bytes", by_bytes), ("serving_default", by_pixels), ("serving_uint8", by_uint8)):
