@@ -41,11 +41,20 @@ sq_flags.define_bits_flags()  # for the Deep Compression size estimate, with --d
 flags.DEFINE_list("kernel_example", None, "C,C',N: compare one 5x5 conv (1 -> C channels) with two "
                   "stacked 3x3 convs (1 -> C -> C') on an NxN map, closed form and measured.")
 flags.DEFINE_string("sparsity_png", None, "With --weights: also draw per-layer sparsity as a PNG bar chart.")
+flags.DEFINE_string("roofline", None, "Time every layer alone on this machine and draw the measured roofline "
+                    "(achieved GFLOP/s against FLOP per byte, with the measured matmul peak and copy bandwidth) "
+                    "to this PNG; with --compare, every model on one figure.")
+flags.DEFINE_integer("roofline_batch", 1, "Images per timed call for --roofline.", lower_bound=1)
+flags.DEFINE_integer("roofline_repeats", 10, "Timed calls per layer for --roofline (the median is kept).",
+                     lower_bound=1)
 
 
 def main(argv):
   del argv
-  sq_flags.check_outputs(files=[("--output", FLAGS.output), ("--sparsity_png", FLAGS.sparsity_png)])
+  sq_flags.check_outputs(files=[("--output", FLAGS.output), ("--sparsity_png", FLAGS.sparsity_png),
+                                ("--roofline", FLAGS.roofline)])
+  if FLAGS.roofline and FLAGS.kernel_example:
+    raise SqznetError("--roofline times models; it does not apply to --kernel_example")
   if not FLAGS.compare and not FLAGS.kernel_example:
     sq_flags.check_model_flags()
   from sqznet_tf.analysis import report  # pylint: disable=g-import-not-at-top  (TensorFlow after flag parsing)
@@ -58,6 +67,7 @@ def main(argv):
     d = report.kernel_example_report(FLAGS.kernel_example)
     text = report.render_kernel_example(d, md)
   elif FLAGS.compare:
+    model = None
     rows = report.compare_report(FLAGS.compare, overrides, FLAGS.input_size, FLAGS.classes, FLAGS.density,
                                  FLAGS.bits, FLAGS.index_bits, log=reporting.progress)
     d, text = {"compare": rows}, report.render_compare(rows, md)
@@ -77,12 +87,41 @@ def main(argv):
       prune.plot_sparsity({"model": name, "layers": d["sparsity_layers"], "sparsity": d["kernel_sparsity"]},
                           FLAGS.sparsity_png)
     text = report.render_model(d, md)
+  if FLAGS.roofline:
+    d["roofline"] = report.roofline_report(_roofline_models(model if not FLAGS.compare else None, d, overrides),
+                                           FLAGS.roofline_batch, FLAGS.roofline_repeats, FLAGS.roofline,
+                                           log=reporting.progress, bar=_bar)
+    text += "\n\n" + report.render_roofline(d["roofline"], md)
   if FLAGS.output:
     write_json_atomic(FLAGS.output, d)
   if FLAGS.format == "json":
     reporting.print_json(d)
   else:
     print(text)
+
+
+def _bar(name):
+  bar = reporting.ProgressBar(None, label=f"  {name}")
+
+  def update(done, total):
+    bar.total = total
+    bar.update(done)
+    if done == total:
+      bar.close()
+  return update
+
+
+def _roofline_models(model, d, overrides):
+  """[(name, built model)] to time: the loaded model, or each --compare model built at its size."""
+  if model is not None:
+    return [(d["model"], model)]
+  from sqznet_tf.models import build, configs, get_config  # pylint: disable=g-import-not-at-top
+  out = []
+  for name, row in zip(FLAGS.compare, d["compare"]):
+    cfg = get_config(name, **{k: v for k, v in overrides.items() if k in configs.config_fields(get_config(name))})
+    size = row["input"]
+    out.append((row["model"], build(cfg, input_shape=(size[0], size[1], 3), classes=FLAGS.classes)))
+  return out
 
 
 def run():

@@ -117,3 +117,50 @@ def render_compare(rows: List[dict], md: bool = False) -> str:
                     reporting.table(rows, COMPARE_COLUMNS, markdown=md),
                     "\nintensity = MACs / (weight bytes + activation bytes), fp32: how much compute each byte "
                     "moved buys."])
+
+
+def roofline_report(models: Sequence[tuple], batch: int = 1, repeats: int = 10, png: Optional[str] = None,
+                    log=lambda s: None, bar=None, inner: int = 10, roof: Optional[dict] = None) -> dict:
+  """Measured roofline of built models [(name, keras model), ...] (see `analysis.roofline`): the
+  machine's roof, and per model its time, achieved GFLOP/s, time per layer group and per layer."""
+  from sqznet_tf.analysis import roofline  # pylint: disable=g-import-not-at-top  (times, only when asked)
+  if roof is None:
+    log("measuring the roof: fp32 matmul peak and copy bandwidth")
+    roof = roofline.machine_roof()
+  out = []
+  for i, (name, model) in enumerate(models):
+    log(f"[{i + 1}/{len(models)}] timing {name} layer by layer at batch {batch}")
+    timed = roofline.time_layers(model, batch=batch, repeats=repeats, inner=inner,
+                                 progress=bar(name) if bar else None)
+    summary = roofline.summarise(timed, roof)
+    out.append({"model": name, "batch": batch, "macs_per_image": timed["macs"] // batch,
+                "model_ms": timed["model_seconds"] * 1e3, "layers_ms": timed["layers_seconds"] * 1e3,
+                "model_gflops": summary["model_gflops"], "time_share": summary["time_share"],
+                "memory_bound_time_share": summary["memory_bound_time_share"], "layers": timed["layers"]})
+  d = {"roof": dict(roof, ridge_flop_per_byte=roof["peak_gflops"] / roof["bandwidth_gbs"]), "models": out}
+  if png:
+    roofline.plot(out, roof, png, title=f"Measured roofline, per layer, batch {batch}")
+    d["png"] = png
+  return d
+
+
+def render_roofline(d: dict, md: bool = False) -> str:
+  from sqznet_tf.analysis import roofline  # pylint: disable=g-import-not-at-top
+  r = d["roof"]
+  parts = [reporting.heading(f"Roof: {r['peak_gflops']:.0f} GFLOP/s (fp32 matmul {r['matmul_size']}), "
+                             f"{r['bandwidth_gbs']:.1f} GB/s (copy); ridge {r['ridge_flop_per_byte']:.1f} FLOP/byte", md)]
+  if len(d["models"]) == 1:
+    parts.append(reporting.table(roofline.rows_for_table(d["models"][0]), ["layer", "type", "MFLOP", "bytes",
+                                 "FLOP/byte", "ms", "GFLOP/s", "bound", "of roof"], markdown=md))
+  rows = [{"model": m["model"], "batch": m["batch"], "GMAC/img": f"{m['macs_per_image'] / 1e9:.3f}",
+           "ms (model)": f"{m['model_ms']:.2f}", "ms (layers)": f"{m['layers_ms']:.2f}",
+           "GFLOP/s": f"{m['model_gflops']:.1f}",
+           **{k: f"{v:.0%}" for k, v in m["time_share"].items()},
+           "memory-bound": f"{m['memory_bound_time_share']:.0%}"} for m in d["models"]]
+  cols = ["model", "batch", "GMAC/img", "ms (model)", "ms (layers)", "GFLOP/s", *roofline.GROUPS, "memory-bound"]
+  parts += ["", reporting.table(rows, cols, markdown=md),
+            "\nms (layers): each layer timed alone, summed; time shares are of that sum. memory-bound: the share "
+            "of time in layers whose intensity is under the ridge."]
+  if d.get("png"):
+    parts.append(f"Roofline drawn to {d['png']}.")
+  return "\n".join(parts)
