@@ -110,10 +110,8 @@ def main():
   result["crossover"] = crossover
   print(json.dumps(crossover, indent=1))
   if args.out:
-    with open(args.out + ".tmp", "w", encoding="utf-8") as f:
-      json.dump(result, f, indent=1)
-      f.write("\n")
-    os.replace(args.out + ".tmp", args.out)
+    from sqznet_tf.io import write_json_atomic  # pylint: disable=g-import-not-at-top
+    write_json_atomic(args.out, result)
   if args.png:
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use("Agg")

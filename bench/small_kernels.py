@@ -94,10 +94,8 @@ def main():
             "command": "python bench/small_kernels.py " + " ".join(f"--{k}={v}" for k, v in vars(args).items() if v),
             "rows": rows}
   if args.out:
-    with open(args.out + ".tmp", "w", encoding="utf-8") as f:
-      json.dump(result, f, indent=1)
-      f.write("\n")
-    os.replace(args.out + ".tmp", args.out)
+    from sqznet_tf.io import write_json_atomic  # pylint: disable=g-import-not-at-top
+    write_json_atomic(args.out, result)
 
 
 if __name__ == "__main__":
