@@ -153,6 +153,8 @@ def rest_response(outputs: Dict[str, np.ndarray], columnar: bool = False) -> dic
 
   def listed(v):
     v = np.asarray(v)
+    if v.dtype.kind not in "OSU":
+      return v.tolist()  # numbers: one C-level pass (each answer holds every class's probability)
     return [listed(x) for x in v] if v.ndim else plain(v.item())
 
   if columnar:
