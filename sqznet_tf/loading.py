@@ -248,7 +248,9 @@ def _load_export(folder: str, classes, input_size):
   except Exception as e:  # pylint: disable=broad-except  (TensorFlow raises many types here)
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise SqznetError(f"cannot load the SavedModel {folder!r}: {first[:200]}") from None
-  values = {v.name: v for v in getattr(restored, "model", restored).variables}
+  # Exports hold the model's variables as `model_variables` (exports written before held the model).
+  held = restored.model.variables if hasattr(restored, "model") else getattr(restored, "model_variables", [])
+  values = {v.name: v for v in held}
   missing = [w.name for w in net.weights if w.name not in values]
   if missing:
     raise SqznetError(f"{folder} does not hold the weights of {architecture}: {missing[0]} is missing")

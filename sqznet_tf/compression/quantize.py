@@ -122,4 +122,4 @@ def qat_tflite(train_config, model, epochs: int) -> bytes:
   qat.compile(optimizer=keras.optimizers.SGD(train_config.learning_rate, momentum=0.9),
               loss=keras.losses.CategoricalCrossentropy())
   qat.fit(data.train.repeat(), epochs=epochs, steps_per_epoch=steps, verbose=train_config.verbose)
-  return tflite.convert(qat, "dynamic", converter=tf.lite.TFLiteConverter.from_keras_model(qat))
+  return tflite.convert(qat, "dynamic", converter=tflite.keras_converter(qat))
