@@ -75,3 +75,25 @@ def test_unknown_forms_name_what_is_accepted(tmp_path):
   with pytest.raises(SqznetError, match="has no final.weights.h5 .the run has not finished"):
     loading.load_model(str(empty))
   assert os.path.isdir(REPO / "sqznet_tf")
+
+
+def test_an_export_in_the_earlier_layout_still_loads(tmp_path):
+  """Exports written before the SavedModel held only the variables held the Keras model itself
+  (`.model`); both layouts load with the weights they hold."""
+  import json  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import sqznet_tf  # pylint: disable=g-import-not-at-top
+  from sqznet_tf import loading  # pylint: disable=g-import-not-at-top
+  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
+  model = sqznet_tf.get_model("squeezenet_v1_1", classes=3, input_shape=(32, 32, 3))
+  module = tf.Module()
+  module.model = model
+  module.serve = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec([None, 32, 32, 3])])
+  folder = tmp_path / "1"
+  tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+  (folder / "assets.extra").mkdir()
+  (folder / "assets.extra" / "sqznet_export.json").write_text(json.dumps(
+      {"source": {"architecture": "squeezenet_v1_1", "overrides": {}}, "classes": 3, "input_size": 32}))
+  loaded, _ = loading.load_model(str(folder))
+  x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+  np.testing.assert_allclose(loaded.predict_on_batch(x), model.predict_on_batch(x), atol=1e-6)

@@ -24,16 +24,10 @@ from sqznet_tf.pruning.prune import prunable_layers
 MIN_BITS, MAX_BITS = 2, 8
 
 
-def _cluster_inits() -> dict:
-  CentroidInitialization = tfmot().clustering.keras.CentroidInitialization  # pylint: disable=invalid-name
-  return {"linear": CentroidInitialization.LINEAR,
-          "density": CentroidInitialization.DENSITY_BASED,
-          "random": CentroidInitialization.RANDOM,
-          "kmeans_plus_plus": CentroidInitialization.KMEANS_PLUS_PLUS}
-
-
-# Flag name -> tfmot CentroidInitialization member.
-CLUSTER_INITS = _cluster_inits()
+# Flag name -> name of the tfmot CentroidInitialization member (looked up when clustering, so that
+# importing this module, which every model loader does, does not import tfmot).
+CLUSTER_INITS = {"linear": "LINEAR", "density": "DENSITY_BASED", "random": "RANDOM",
+                 "kmeans_plus_plus": "KMEANS_PLUS_PLUS"}
 
 
 def _clusterable(layer) -> bool:
@@ -99,7 +93,8 @@ def cluster_model(model, bits: int, init: str = "linear", preserve_sparsity: boo
   def clone(layer):
     new = copy_layer(layer)
     if layer.name in chosen:
-      return mot.clustering.keras.cluster_weights(new, number_of_clusters=n, cluster_centroids_init=CLUSTER_INITS[init],
+      init_member = getattr(mot.clustering.keras.CentroidInitialization, CLUSTER_INITS[init])
+      return mot.clustering.keras.cluster_weights(new, number_of_clusters=n, cluster_centroids_init=init_member,
                                                   preserve_sparsity=preserve_sparsity)
     return new
 
