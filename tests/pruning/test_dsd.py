@@ -46,7 +46,9 @@ def test_glob_map_reaches_exact_targets():
     if t == 0:
       assert row["zeros"] <= born_zero[row["layer"]], row  # kept dense: no zero added
     else:
-      assert row["zeros"] == expected_zeros(row["weights"], t), row
+      # tfmot keeps every weight whose magnitude equals the threshold: a tie there (random float32
+      # weights: about once in a hundred runs for an 82,944-weight kernel) keeps one weight more.
+      assert 0 <= expected_zeros(row["weights"], t) - row["zeros"] <= 1, row
   report = prune.sparsity_report(stripped)
   assert 0 < report["sparsity"] < 0.67
 
