@@ -16,7 +16,7 @@ from sqznet_tf.data.preprocessing import ImageDecodeError, Preprocessor
 from sqznet_tf.data.sources import ImageSource
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.formats.labels import Labels
-from sqznet_tf.inference import predictor
+from sqznet_tf.runtimes import predictor
 
 
 @dataclasses.dataclass
@@ -54,15 +54,17 @@ class EvalResult:
 
 def evaluate(model, source: ImageSource, preprocessor: Preprocessor, batch_size: int = 32,
              limit: Optional[int] = None, per_class: bool = False, progress: bool = True,
-             top1_classes: Optional[list] = None) -> EvalResult:
+             top1_classes: Optional[list] = None, runtime: str = "tf") -> EvalResult:
   """Top-1 / top-5 accuracy of `model` (probabilities or logits) on `source`.
 
   top1_classes: if given, each evaluated image's top-1 class is appended to it (in source order).
+  runtime: see `sqznet_tf.runtimes.RUNTIMES`; chosen for `batch_size` (also for the last batch).
   """
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise SqznetError(f"batch_size={batch_size!r} is not accepted; expected a positive integer")
   num_classes = int(model.output_shape[-1])
-  model = predictor(model)
+  run = predictor(model, runtime)
+  run = run.for_batch(batch_size) if hasattr(run, "for_batch") else run.predict_on_batch
   total = min(len(source), limit) if source.size_known and limit else (len(source) or limit)
   bar = reporting.ProgressBar(total, "evaluating") if progress else None
   start = time.time()
@@ -74,7 +76,7 @@ def evaluate(model, source: ImageSource, preprocessor: Preprocessor, batch_size:
     nonlocal c1, c5, n
     if not batch_x:
       return
-    out = np.asarray(model.predict_on_batch(np.stack(batch_x)))
+    out = np.asarray(run(np.stack(batch_x)))
     top = np.argsort(-out, axis=1)[:, :5]
     y = np.asarray(batch_y)
     hit1 = top[:, 0] == y
@@ -125,8 +127,8 @@ def evaluate(model, source: ImageSource, preprocessor: Preprocessor, batch_size:
 
 
 def predict_each(model, paths: Sequence[str], preprocessor: Preprocessor, labels: Optional[Labels] = None,
-                 top_k: int = 5):
-  """Top-k classes with probabilities for each image file that can be read.
+                 top_k: int = 5, runtime: str = "tf"):
+  """Top-k classes with probabilities for each image file that can be read (on `runtime`, see runtimes).
 
   Returns:
     (predictions: [{"file", "top": [{"class", "label", "name", "probability"}]}] in the order of
@@ -150,7 +152,7 @@ def predict_each(model, paths: Sequence[str], preprocessor: Preprocessor, labels
       failures.append({"file": p, "error": f"{p}: {e}"})
   out = []
   if xs:
-    probs = np.asarray(predictor(model).predict_on_batch(np.stack(xs)))
+    probs = np.asarray(predictor(model, runtime).predict_on_batch(np.stack(xs)))
     for p, row in zip(ok, probs):
       top = np.argsort(-row)[:top_k]
       out.append({"file": p, "top": [{"class": int(k), "label": labels.short(int(k)) if labels else str(int(k)),
@@ -180,11 +182,14 @@ def describe_run(model, model_ref, source: ImageSource) -> dict:
 
 
 def evaluate_report(model, source: ImageSource, preprocessing, resize_backend: str = "tf", batch_size: int = 32,
-                    limit: Optional[int] = None, per_class: bool = False, model_ref=None) -> dict:
+                    limit: Optional[int] = None, per_class: bool = False, model_ref=None,
+                    runtime: str = "tf") -> dict:
   """What sqznet-evaluate reports: `evaluate` with `preprocessing`, as one JSON-ready dict."""
-  result = evaluate(model, source, Preprocessor(preprocessing, resize_backend), batch_size, limit, per_class)
+  run = predictor(model, runtime)
+  result = evaluate(run, source, Preprocessor(preprocessing, resize_backend), batch_size, limit, per_class)
   d = result.to_dict(source.class_names)
   d.update(describe_run(model, model_ref, source), resize_backend=resize_backend,
+           runtime=run.runtime_for(batch_size) if hasattr(run, "runtime_for") else runtime,
            preprocessing=preprocessing.to_dict())
   return d
 

@@ -188,6 +188,16 @@ def define_export_dir_flags() -> None:
                        lower_bound=1)
 
 
+RUNTIMES = ("auto", "tf", "tflite", "onnx")  # sqznet_tf.runtimes.RUNTIMES (that module imports TensorFlow)
+
+
+def define_runtime_flag() -> None:
+  flags.DEFINE_enum("runtime", "auto", RUNTIMES,
+                    "Inference runtime. auto: batches of up to 8 images on whichever of TF, TFLite (XNNPACK) "
+                    "and ONNX Runtime measured fastest at batch 1 on this machine (converted once, cached in "
+                    "$SQZNET_CACHE_DIR or ~/.cache/sqznet_tf), larger batches in TF.")
+
+
 def define_top_k_flag() -> None:
   flags.DEFINE_integer("top_k", 5, "Classes returned per image.", lower_bound=1)
 

@@ -7,6 +7,13 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
+# Converted models for the batch-1 runtimes (sqznet_tf.runtimes) go to a folder of the session, not
+# the user's ~/.cache; xdist workers and the binaries the tests run inherit it.
+_RUNTIME_CACHE = None
+if not os.environ.get("SQZNET_CACHE_DIR"):
+  import tempfile  # pylint: disable=g-import-not-at-top
+  _RUNTIME_CACHE = os.environ["SQZNET_CACHE_DIR"] = tempfile.mkdtemp(prefix="sqznet-test-runtime-cache-")
+
 
 def shared_data_dir(*parts) -> pathlib.Path:
   """Path under the shared data folder; skips (or fails under SQZNET_REQUIRE_SHARED_DATA=1).
@@ -116,7 +123,6 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-  del config
   import shutil  # pylint: disable=g-import-not-at-top
   import signal  # pylint: disable=g-import-not-at-top
   for proc, work in _background:
@@ -125,6 +131,8 @@ def pytest_unconfigure(config):
       proc.wait()
     shutil.rmtree(work, ignore_errors=True)
   _background.clear()
+  if _RUNTIME_CACHE and not hasattr(config, "workerinput"):  # made by this process, not inherited
+    shutil.rmtree(_RUNTIME_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ FLOORS = [
     ("loading", ["sqznet_tf.loading"]),
     ("workflows", ["sqznet_tf.evaluation", "sqznet_tf.pruning.dsd", "sqznet_tf.pruning.channel_prune",
                    "sqznet_tf.compression.pipeline",
-                   "sqznet_tf.search", "sqznet_tf.export"]),
+                   "sqznet_tf.search", "sqznet_tf.export", "sqznet_tf.runtimes"]),
     ("flags", ["sqznet_tf.flags"]),
     ("package", ["sqznet_tf"]),  # the top-level __init__: public names, loaded lazily
 ]

@@ -32,6 +32,7 @@ sq_flags.define_model_flags()
 sq_flags.define_labelled_data_flags()
 sq_flags.define_preprocessing_flags()
 sq_flags.define_evaluation_flags()
+sq_flags.define_runtime_flag()
 flags.DEFINE_bool("per_class", False, "Also report accuracy per class.")
 sq_flags.define_output_flags()
 
@@ -48,7 +49,8 @@ def main(argv):
   model, info = sq_flags.load_model_from_flags(input_size=FLAGS.crop_size)
   prep = sq_flags.preprocessing_from_flags(info, model)
   d = evaluation.evaluate_report(model, source, prep, FLAGS.resize_backend, FLAGS.batch_size, FLAGS.limit,
-                                 FLAGS.per_class, model_ref=sq_flags.model_ref_from_flags())
+                                 FLAGS.per_class, model_ref=sq_flags.model_ref_from_flags(),
+                                 runtime=FLAGS.runtime)
   if FLAGS.output:
     write_json_atomic(FLAGS.output, d)
   if FLAGS.format == "json":
@@ -62,7 +64,7 @@ def main(argv):
       ("images", f"{d['n']} evaluated, {d['skipped']} skipped (unreadable)"),
       ("top-1", f"{d['top1']:.2%} ({d['correct1']}/{d['n']})"),
       ("top-5", f"{d['top5']:.2%} ({d['correct5']}/{d['n']})"),
-      ("speed", f"{d['images_per_sec']} images/s ({d['seconds']} s)")]))
+      ("speed", f"{d['images_per_sec']} images/s ({d['seconds']} s, runtime {d['runtime']})")]))
   for s in d["skipped_files"]:
     print(f"skipped {s['id']}: {s['reason']}")
   if FLAGS.per_class:

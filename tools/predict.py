@@ -24,6 +24,7 @@ FLAGS = flags.FLAGS
 sq_flags.define_model_flags()
 sq_flags.define_labels_flag()  # without it: the names the weights carry, else class numbers
 sq_flags.define_top_k_flag()
+sq_flags.define_runtime_flag()
 sq_flags.define_preprocessing_flags(full=False)
 sq_flags.define_output_flags(output=False)
 
@@ -41,7 +42,7 @@ def main(argv):
     labels = stored_labels(info.labels, int(model.output_shape[-1]))  # e.g. CIFAR-10's class names
   prep = sq_flags.preprocessing_from_flags(info, model)
   results, failed = evaluation.predict_each(model, files, Preprocessor(prep, FLAGS.resize_backend), labels,
-                                            FLAGS.top_k)
+                                            FLAGS.top_k, runtime=FLAGS.runtime)
   if FLAGS.format == "json":
     reporting.print_json({"predictions": results, "failed": failed})
   else:

@@ -28,6 +28,7 @@ def test_evaluate_json(release_path, sample_dir, synsets, tmp_path):
   assert d["n"] == 64 and d["skipped"] == 0 and d["layout"] == "flat"
   assert 0.0 <= d["top1"] <= d["top5"] <= 1.0 and d["top1"] == d["correct1"] / 64
   assert d["preprocessing"]["mode"] == "caffe" and d["preprocessing"]["crop_size"] == 227
+  assert d["runtime"] == "tf"  # --runtime=auto sends batches of 32 to TF
   assert json.loads(out.read_text()) == d
   assert "evaluating [" in r.stderr  # progress on stderr
 

@@ -1,0 +1,264 @@
+"""Inference on the fastest runtime the package has for the batch size: TF, TFLite or ONNX Runtime.
+
+At batch 1 SqueezeNet is a string of small kernels, and TensorFlow's per-op cost shows: on the
+2-core AVX-512 CPU of BENCHMARKS.md ("Runtimes by batch size") v1.1 answers in about 8.5 ms in TF,
+4.6 ms as a TFLite float32 model under XNNPACK and 4.0 ms in ONNX Runtime; from batch 16 up TF is
+as fast or faster per image. `Predictor(model, runtime="auto")` therefore runs batches of up to
+`small_batch` images (8) on the fastest of the three *measured once on this machine at batch 1*,
+and larger batches in TF (`sqznet_tf.inference.Predictor`).
+
+The converted models and the measured choice are cached by content: the file name carries a
+hash of the model's architecture, weights and the TensorFlow version, so a retrained model never
+meets a stale conversion. The cache is `$SQZNET_CACHE_DIR`, else `$XDG_CACHE_HOME/sqznet_tf`,
+else `~/.cache/sqznet_tf` (not next to the weights: the shipped weights live inside the
+installed package, which need not be writable). Without a writable cache the conversion is
+done in memory, once per process.
+
+Outputs agree with TF's to float tolerance (the same float32 weights; XNNPACK and oneDNN sum in
+different orders): tests/test_runtimes.py checks probabilities to 1e-4 and top-1 on real photos.
+"""
+
+import hashlib
+import json
+import os
+import statistics
+import time
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from sqznet_tf import reporting
+from sqznet_tf._keras import tf
+from sqznet_tf.errors import SqznetError
+from sqznet_tf.inference import Predictor as TFPredictor
+
+RUNTIMES = ("auto", "tf", "tflite", "onnx")
+PORTABLE = ("tflite", "onnx")
+SMALL_BATCH = 8  # "auto": up to here the batch-1 choice, above it TF (bench/results/crossover.json)
+_CHOICE_CALLS = 12  # timed calls per runtime when "auto" measures its batch-1 choice
+
+
+def cache_dir() -> str:
+  """Where converted models and runtime choices are kept (see the module docstring)."""
+  if os.environ.get("SQZNET_CACHE_DIR"):
+    return os.environ["SQZNET_CACHE_DIR"]
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "sqznet_tf")
+
+
+def model_key(model) -> str:
+  """A hash of the model's architecture, weights and the TensorFlow version (hex, 16 digits)."""
+  h = hashlib.sha256()
+  h.update(tf.__version__.encode())
+  h.update(model.to_json().encode())
+  for w in model.weights:
+    h.update(np.ascontiguousarray(w.numpy()).tobytes())
+  return h.hexdigest()[:16]
+
+
+class _Cache:
+  """Files under cache_dir() named by the model's key; reads and atomic writes, never fatal."""
+
+  def __init__(self, model, folder: Optional[str]):
+    self.folder = folder or cache_dir()
+    self.stem = f"{model.name}-{model_key(model)}"
+
+  def path(self, suffix: str) -> str:
+    return os.path.join(self.folder, f"{self.stem}.{suffix}")
+
+  def read(self, suffix: str) -> Optional[bytes]:
+    try:
+      with open(self.path(suffix), "rb") as f:
+        return f.read()
+    except OSError:
+      return None
+
+  def write(self, suffix: str, data: bytes) -> None:
+    path = self.path(suffix)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+      os.makedirs(self.folder, exist_ok=True)
+      with open(tmp, "wb") as f:
+        f.write(data)
+      os.replace(tmp, path)
+    except OSError as e:
+      reporting.progress(f"runtime cache {self.folder!r} not writable ({e.strerror}); converting in memory")
+      if os.path.exists(tmp):
+        os.remove(tmp)
+
+
+def _convert(model, runtime: str) -> bytes:
+  if runtime == "tflite":
+    from sqznet_tf.compression import tflite  # pylint: disable=g-import-not-at-top
+    return tflite.convert(model, "float32")
+  from sqznet_tf.export import portable  # pylint: disable=g-import-not-at-top
+  return portable.onnx(model)
+
+
+class _TFLiteRunner:
+  """A float32 flatbuffer under XNNPACK, one interpreter per batch size seen."""
+
+  def __init__(self, data: bytes):
+    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top  (extra [export])
+    self._make = lambda: Interpreter(model_content=data, num_threads=reporting.machine()["cores"])
+    self._by_batch: Dict[int, tuple] = {}
+
+  def __call__(self, x: np.ndarray) -> np.ndarray:
+    entry = self._by_batch.get(len(x))
+    if entry is None:
+      it = self._make()
+      inp = it.get_input_details()[0]
+      it.resize_tensor_input(inp["index"], list(x.shape))
+      it.allocate_tensors()
+      entry = self._by_batch[len(x)] = (it, inp["index"], it.get_output_details()[0]["index"])
+    it, i, o = entry
+    it.set_tensor(i, x)
+    it.invoke()
+    return it.get_tensor(o).copy()
+
+
+class _ONNXRunner:
+  """An ONNX model in ONNX Runtime's CPU provider."""
+
+  def __init__(self, data: bytes):
+    import onnxruntime  # pylint: disable=g-import-not-at-top  (extra [export])
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = reporting.machine()["cores"]
+    self._session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    self._name = self._session.get_inputs()[0].name
+
+  def __call__(self, x: np.ndarray) -> np.ndarray:
+    return self._session.run(None, {self._name: x})[0]
+
+
+_RUNNERS = {"tflite": (_TFLiteRunner, "ai_edge_litert", "float32.tflite"),
+            "onnx": (_ONNXRunner, "onnxruntime", "onnx")}
+
+
+def _available(runtime: str) -> bool:
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  if runtime == "onnx" and importlib.util.find_spec("tf2onnx") is None:
+    return False
+  return importlib.util.find_spec(_RUNNERS[runtime][1]) is not None
+
+
+class Predictor:
+  """`model`'s forward pass on the runtime that suits the batch size; `predict_on_batch`-compatible.
+
+  Args:
+    model: a single-input tf_keras classifier.
+    runtime: "auto" (batches up to `small_batch` on the fastest runtime measured at batch 1,
+      larger ones in TF), or one runtime for every batch: "tf", "tflite" (float32, XNNPACK) or
+      "onnx" (ONNX Runtime). The portable runtimes need the [export] extra.
+    small_batch: the largest batch "auto" sends to its batch-1 choice.
+    cache: folder for converted models and the measured choice (default: `cache_dir()`).
+  """
+
+  def __init__(self, model, runtime: str = "auto", small_batch: int = SMALL_BATCH, cache: Optional[str] = None):
+    if runtime not in RUNTIMES:
+      raise SqznetError(f"runtime={runtime!r} is not accepted; expected one of {', '.join(RUNTIMES)}")
+    if runtime in PORTABLE and not _available(runtime):
+      raise SqznetError(f"runtime={runtime!r} needs {_RUNNERS[runtime][1]}"
+                        f"{' and tf2onnx' if runtime == 'onnx' else ''}: pip install 'sqznet_tf[export]'")
+    self.model = model
+    self.runtime = runtime
+    self.small_batch = small_batch
+    self.input_shape = model.input_shape
+    self.output_shape = model.output_shape
+    self._cache_folder = cache
+    self._cache = None
+    self._tf = TFPredictor(model)
+    self._runners: Dict[str, Callable] = {"tf": self._tf}
+    self._small: Optional[str] = runtime if runtime != "auto" else None
+    self.choice: Optional[dict] = None  # "auto": what was measured at batch 1, once
+
+  def _files(self) -> _Cache:
+    if self._cache is None:
+      self._cache = _Cache(self.model, self._cache_folder)
+    return self._cache
+
+  def _runner(self, runtime: str) -> Callable:
+    if runtime not in self._runners:
+      cls, _, suffix = _RUNNERS[runtime]
+      data = self._files().read(suffix)
+      if data is None:
+        reporting.progress(f"converting {self.model.name} for {runtime} (once; cached in {self._files().folder})")
+        data = _convert(self.model, runtime)
+        self._files().write(suffix, data)
+      self._runners[runtime] = cls(data)
+    return self._runners[runtime]
+
+  def _choose(self) -> str:
+    """The runtime "auto" uses for small batches: the fastest at batch 1, measured once per machine."""
+    machine = reporting.machine()
+    stored = self._files().read("runtime.json")
+    if stored:
+      try:
+        choice = json.loads(stored)
+        if choice.get("machine") == machine and choice.get("runtime") in self._candidates():
+          self.choice = choice
+          return choice["runtime"]
+      except ValueError:
+        pass
+    x = np.zeros((1, *self.input_shape[1:]), np.float32)
+    ms = {}
+    for runtime in self._candidates():
+      try:
+        run = self._runner(runtime)
+      except (SqznetError, ImportError, ValueError, RuntimeError) as e:
+        reporting.progress(f"runtime {runtime} unavailable for {self.model.name}: {str(e).splitlines()[0][:160]}")
+        continue
+      for _ in range(3):
+        run(x)
+      times = []
+      for _ in range(_CHOICE_CALLS):
+        t = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t)
+      ms[runtime] = round(1e3 * statistics.median(times), 3)
+    best = min(ms, key=ms.get)
+    self.choice = {"runtime": best, "batch_1_ms": ms, "machine": machine}
+    self._files().write("runtime.json", json.dumps(self.choice, indent=1).encode())
+    return best
+
+  @staticmethod
+  def _candidates():
+    return ["tf"] + [r for r in PORTABLE if _available(r)]
+
+  def runtime_for(self, batch: int) -> str:
+    """The runtime a batch of `batch` images runs on."""
+    if self.runtime != "auto":
+      return self.runtime
+    if batch > self.small_batch:
+      return "tf"
+    if self._small is None:
+      self._small = self._choose()
+    return self._small
+
+  def for_batch(self, batch: int) -> Callable[[np.ndarray], np.ndarray]:
+    """One runtime's function for batches of about `batch` images (also the last, smaller one)."""
+    run = self._runner(self.runtime_for(batch))
+    return lambda x: np.asarray(run(np.ascontiguousarray(x, dtype=np.float32)))
+
+  def __call__(self, x) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return np.asarray(self._runner(self.runtime_for(len(x)))(x))
+
+  predict_on_batch = __call__
+
+  def predict(self, x, batch_size: int = 32) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    run = self.for_batch(min(batch_size, len(x)))
+    return np.concatenate([run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def predictor(model, runtime: str = "auto", **kwargs):
+  """A Predictor for a single-input Keras model; anything else (a TFLite runner...) as it is.
+
+  runtime="tf" gives the TF runtime alone (`sqznet_tf.inference.Predictor`).
+  """
+  from sqznet_tf._keras import keras  # pylint: disable=g-import-not-at-top
+  if not isinstance(model, keras.Model) or isinstance(model.input_shape, list):
+    return model
+  return TFPredictor(model) if runtime == "tf" else Predictor(model, runtime, **kwargs)
