@@ -1,8 +1,9 @@
 """sqznet_tf side of bench/vs_torchvision.py (runs in the project's .venv).
 
-Inference modes: "function" (the model called in a tf.function with a fixed input signature,
-what sqznet_tf.inference.Predictor does), "predict_on_batch" and "predict" (Keras' own).
-Training modes: "fit" (Keras fit on an in-memory dataset, per-step times from a callback) and
+Inference modes: "function" (sqznet_tf.inference.Predictor: the package's TF runtime), "predict_on_batch" and "predict" (Keras' own).
+The "predictor" task: sqznet_tf.runtimes.Predictor (runtime "auto": the batch-1 choice it measures).
+Training modes: "fit" (Keras fit on an in-memory dataset, compiled as train() compiles it, with its
+steps_per_execution; whole fit calls timed, seconds per step) and
 "step" (a tf.function with GradientTape and the optimizer, the loop torchvision users write).
 Threads: intra-op and inter-op pools set from --threads / --inter_threads before TF starts.
 """
@@ -25,7 +26,10 @@ def main():
   args = parser.parse_args()
   import numpy as np  # pylint: disable=g-import-not-at-top
   import sqznet_tf  # pylint: disable=g-import-not-at-top
+  from sqznet_tf import runtimes  # pylint: disable=g-import-not-at-top
   from sqznet_tf._keras import keras, tf  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.inference import Predictor  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.training.config import TrainConfig  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   if args.inter_threads:
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_threads)
@@ -39,26 +43,28 @@ def main():
       cache[key] = sqznet_tf.get_model(name, input_shape=(size, size, 3), classes=1000, weights=weights)
     return cache[key]
 
-  def function(m, size):
+  def function(m):
     key = ("function", id(m))
     if key not in cache:
-      cache[key] = tf.function(lambda t: m(t, training=False), input_signature=[tf.TensorSpec([None, size, size, 3])])
+      cache[key] = Predictor(m)  # the package's TF runtime (a traced concrete function)
     return cache[key]
 
   def infer(model, batch, size, iters, mode="function", weights=None):
     m = build(model, size, weights)
     x = tf.constant(rng.standard_normal((batch, size, size, 3), dtype=np.float32))
     if mode == "function":
-      fn = function(m, size)
-      call = lambda: fn(x).numpy()  # noqa: E731
+      fn = function(m)
+      xn = x.numpy()
+      call = lambda: fn(xn)  # noqa: E731
     elif mode == "predict_on_batch":
       call = lambda: m.predict_on_batch(x)  # noqa: E731
     else:
       call = lambda: m.predict(x, batch_size=batch, verbose=0)  # noqa: E731
     return {"seconds": _protocol.timed(call, iters)}
 
-  def train(model, batch, size, iters, mode="fit"):
-    key = ("train", model, batch, size, mode)
+  def train(model, batch, size, iters, mode="fit", steps_per_execution=None):
+    per_call = steps_per_execution or TrainConfig.steps_per_execution
+    key = ("train", model, batch, size, mode, per_call)
     if key in cache:  # a later repetition: the model is built and traced already
       m, step, ds = cache[key]
     else:
@@ -76,23 +82,31 @@ def main():
         opt.apply_gradients(zip(tape.gradient(loss, m.trainable_variables), m.trainable_variables))
         return loss
 
-      m.compile(optimizer=opt, loss=loss_fn)
+      # fit as train() compiles it: steps_per_execution from TrainConfig's default (--steps_per_execution)
+      m.compile(optimizer=opt, loss=loss_fn, steps_per_execution=per_call)
       ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+      m.fit(ds, steps_per_epoch=2 * per_call, epochs=1, verbose=0)  # trace and warm up
       cache[key] = (m, step, ds)
     if mode == "step":
       return {"seconds": _protocol.timed(lambda: step().numpy(), iters)}
+    # Whole fit calls of `iters` steps (rounded up to whole groups), timed; seconds per step.
+    steps = -(-iters // per_call) * per_call
     times = []
-
-    class Clock(keras.callbacks.Callback):
-      def on_train_batch_begin(self, b, logs=None):
-        self.t = time.perf_counter()
-
-      def on_train_batch_end(self, b, logs=None):
-        times.append(time.perf_counter() - self.t)
-
-    m.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)  # trace and warm up
-    m.fit(ds, steps_per_epoch=iters, epochs=1, verbose=0, callbacks=[Clock()])
+    for _ in range(3):
+      t = time.perf_counter()
+      m.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+      times.append((time.perf_counter() - t) / steps)
     return {"seconds": times}
+
+  def predictor(model, batch, size, iters, runtime="auto", cache_dir=None):
+    """Latency through sqznet_tf.runtimes.Predictor (what sqznet-predict and sqznet-evaluate use)."""
+    key = ("predictor", model, size, runtime)
+    if key not in cache:
+      cache[key] = runtimes.Predictor(build(model, size), runtime, cache=cache_dir)
+    p = cache[key]
+    x = rng.standard_normal((batch, size, size, 3), dtype=np.float32)
+    return {"seconds": _protocol.timed(lambda: p(x), iters), "runtime": p.runtime_for(batch),
+            "choice": p.choice}
 
   def matmul(n, iters):
     a = tf.constant(rng.standard_normal((n, n), dtype=np.float32))
@@ -141,7 +155,7 @@ def main():
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")}
 
   _protocol.serve({"infer": infer, "train": train, "matmul": matmul, "tflite": tflite, "onnx": onnx,
-                   "versions": versions})
+                   "predictor": predictor, "versions": versions})
 
 
 if __name__ == "__main__":

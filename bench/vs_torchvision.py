@@ -13,6 +13,7 @@ repetition (warm-up calls excluded); ratios are medians of the per-repetition ra
 Measured:
   inference   batch 32 throughput and batch 1 latency at 224 px: squeezenet_v1_0, squeezenet_v1_1,
               alexnet_owt vs torchvision squeezenet1_0, squeezenet1_1, alexnet (random weights)
+  predictor   batch 1 through sqznet_tf.runtimes.Predictor (runtime "auto": what sqznet-predict uses)
   training    images/s of one SGD step (forward, backward, update) at 64 and 224 px, batch 32
   matmul      a 4096 x 4096 fp32 product, GFLOP/s, in both frameworks (the CPU's practical peak)
   portable    batch-1 latency of squeezenet_v1_1 as TFLite float32 / int8 (XNNPACK) and ONNX Runtime
@@ -21,6 +22,10 @@ Settings: threads = --threads (default: all cores) in both; torch: channels_last
 inference_mode; TF: the model in a tf.function with a fixed input signature.
 
   python bench/vs_torchvision.py --output=bench/results/vs_torchvision.json
+  python bench/vs_torchvision.py --quick   # the targets only: v1.0 and v1.1, 3 pairs, about 5 minutes
+
+The record names the CPU, whether it has AVX-512 and the measured matmul peak: the project's
+machines differ 4x in matmul between AVX-512 and AVX2-only CPUs.
 """
 
 import json
@@ -34,7 +39,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from _ledger import cpu_name  # noqa: E402  (bench/ is the script's folder)
 
 FLAGS = flags.FLAGS
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,8 +48,12 @@ flags.DEFINE_string("torch_python", os.path.join(REPO, ".venv-torch", "bin", "py
 flags.DEFINE_integer("threads", os.cpu_count(), "Threads for both frameworks.")
 flags.DEFINE_integer("reps", 5, "Paired repetitions of every measurement.")
 flags.DEFINE_list("models", ["squeezenet_v1_0", "squeezenet_v1_1", "alexnet_owt"], "Registry names.")
-flags.DEFINE_list("parts", ["matmul", "bandwidth", "infer", "latency", "train", "portable", "sparsity"],
-                  "What to measure.")
+flags.DEFINE_list("parts", ["matmul", "bandwidth", "infer", "latency", "predictor", "train", "portable",
+                           "sparsity"], "What to measure.")
+flags.DEFINE_bool("quick", False, "The issue's targets only: --models=squeezenet_v1_0,squeezenet_v1_1 "
+                  "--parts=matmul,infer,latency,predictor,train --train_sizes=64 --reps=3.")
+flags.DEFINE_integer("steps_per_execution", None, "Training steps per fit call into the graph (default: "
+                     "train()'s default).")
 flags.DEFINE_list("train_sizes", ["64", "224"], "Image sizes of the training measurements.")
 flags.DEFINE_string("tf_mode", "function", "TF inference mode: function, predict_on_batch or predict.")
 flags.DEFINE_string("train_mode", "fit", "TF training mode: fit or step.")
@@ -93,7 +101,10 @@ def paired(tf_worker, torch_worker, per_call, **req):
     a = statistics.median(tf_worker.ask(**req)["seconds"])
     tf_s.append(a)
     if torch_worker:
-      b = statistics.median(torch_worker.ask(**{k: v for k, v in req.items() if k != "mode"})["seconds"])
+      torch_req = {k: v for k, v in req.items() if k not in ("mode", "steps_per_execution", "cache_dir")}
+      if torch_req["task"] == "predictor":  # torchvision's side of it: the same eager inference
+        torch_req["task"] = "infer"
+      b = statistics.median(torch_worker.ask(**torch_req)["seconds"])
       torch_s.append(b)
       ratios.append(b / a)  # > 1: this package is faster
   out = {"tf_seconds": statistics.median(tf_s), "tf_per_second": per_call / statistics.median(tf_s)}
@@ -105,13 +116,21 @@ def paired(tf_worker, torch_worker, per_call, **req):
 
 def main(argv):
   del argv
+  from sqznet_tf import reporting  # pylint: disable=g-import-not-at-top
   from sqznet_tf.analysis import cost  # pylint: disable=g-import-not-at-top
+  if FLAGS.quick:
+    FLAGS.models = ["squeezenet_v1_0", "squeezenet_v1_1"]
+    FLAGS.parts = ["matmul", "infer", "latency", "predictor", "train"]
+    FLAGS.train_sizes = ["64"]
+    FLAGS.reps = 3
   threads = str(FLAGS.threads)
   tf_w = Worker(sys.executable, "_tf_worker.py", f"--threads={threads}", f"--inter_threads={FLAGS.inter_threads}")
   torch_w = Worker(FLAGS.torch_python, "_torch_worker.py", f"--threads={threads}") if FLAGS.torch_python else None
-  results = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+  import datetime  # pylint: disable=g-import-not-at-top
+  results = {"machine": dict(reporting.machine(), python=platform.python_version()),
+             "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv),
              "settings": {"threads": FLAGS.threads, "reps": FLAGS.reps, "tf_mode": FLAGS.tf_mode,
-                          "train_mode": FLAGS.train_mode},
+                          "train_mode": FLAGS.train_mode, "steps_per_execution": FLAGS.steps_per_execution},
              "versions": {"tf": tf_w.ask(task="versions"), "torch": torch_w.ask(task="versions") if torch_w else None}}
   macs = {m: cost.analyze(m, input_size=224).macs for m in FLAGS.models}
   try:
@@ -137,6 +156,15 @@ def main(argv):
           if "torch_per_second" in r:
             r["torch_fraction_of_peak"] = 2 * macs[m] * r["torch_per_second"] / 1e9 / peak
         results[part][m] = r
+    if "predictor" in FLAGS.parts:
+      results["predictor"] = {}
+      import tempfile  # pylint: disable=g-import-not-at-top
+      cache = tempfile.mkdtemp(prefix="sqznet-bench-cache-")  # measured afresh, not a choice from before
+      for m in FLAGS.models:
+        log(f"predictor {m} batch 1")
+        r = paired(tf_w, torch_w, 1, task="predictor", model=m, batch=1, size=224, iters=20, cache_dir=cache)
+        r["runtime"] = tf_w.ask(task="predictor", model=m, batch=1, size=224, iters=1, cache_dir=cache)["choice"]
+        results["predictor"][m] = r
     if "train" in FLAGS.parts:
       results["train"] = {}
       for size in map(int, FLAGS.train_sizes):
@@ -144,7 +172,8 @@ def main(argv):
           log(f"train {m} {size} px")
           try:
             results["train"][f"{m}@{size}"] = paired(tf_w, torch_w, 32, task="train", model=m, batch=32, size=size,
-                                                     iters=4 if size == 224 else 10, mode=FLAGS.train_mode)
+                                                     iters=8 if size == 224 else 16, mode=FLAGS.train_mode,
+                                                     steps_per_execution=FLAGS.steps_per_execution)
           except RuntimeError as e:  # alexnet_owt has no 64 px form (fc6 needs a 6x6 pool5 map)
             results["train"][f"{m}@{size}"] = {"error": str(e)}
     if "portable" in FLAGS.parts or "sparsity" in FLAGS.parts:

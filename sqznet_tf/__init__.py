@@ -27,6 +27,7 @@ _LAZY = {
     "SqznetError": "sqznet_tf.errors",
     "load_model": "sqznet_tf.loading",
     "weights_info": "sqznet_tf.weights",
+    "Predictor": "sqznet_tf.runtimes",  # inference on the runtime that suits the batch size
 }
 
 

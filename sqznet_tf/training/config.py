@@ -35,6 +35,10 @@ class TrainConfig:
       a .sqz file, which must fit the model entirely.
     mixed_precision: None, mixed_float16 or mixed_bfloat16.
     jit_compile: XLA (off by default: slower on CPUs).
+    steps_per_execution: training steps per call into the compiled graph (Keras' compile option):
+      fewer returns to Python per step (measured: 48 -> 40 ms per step for v1.1 at 64 px, batch
+      32, 2 cores). Progress bars and per-batch callbacks see one update per group; a run with a
+      wrapper (pruning, clustering: tfmot counts its step per batch) or extra callbacks runs 1.
     strategy, tpu, cpu_devices: distribution (see strategies.py).
     model_dir: where checkpoints, logs, history and the final model go.
     histogram_freq: epochs between weight histograms in TensorBoard (0: none).
@@ -62,6 +66,7 @@ class TrainConfig:
   init_weights: Optional[str] = None
   mixed_precision: Optional[str] = None
   jit_compile: bool = False
+  steps_per_execution: int = 8
   strategy: str = "default"
   tpu: Optional[str] = None
   cpu_devices: Optional[int] = None
@@ -86,7 +91,7 @@ class TrainConfig:
       bad("mixed_precision", self.mixed_precision, "mixed_float16 or mixed_bfloat16")
     if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
       bad("learning_rate", self.learning_rate, "a number > 0")
-    for f in ("batch_size", "epochs"):
+    for f in ("batch_size", "epochs", "steps_per_execution"):
       v = getattr(self, f)
       if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         bad(f, v, "a positive integer")

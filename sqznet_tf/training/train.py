@@ -174,6 +174,15 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
     val_steps = max(1, data.val_size // config.batch_size)
     val_ds = val_ds.repeat()
 
+  # Steps per call into the graph: tfmot's pruning step and other per-batch callbacks need 1, and
+  # Keras needs the validation steps to group them (a folder's count is known; large TFRecords' not).
+  per_call = 1 if wrap is not None or extra_callbacks else config.steps_per_execution
+  if per_call > 1 and val_ds is not None and val_steps is None:
+    if data.val_size:
+      val_steps = -(-data.val_size // config.batch_size)
+    else:
+      per_call = 1
+
   out_dir = _worker_dir(config.model_dir, chief)
   os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
   resuming = os.path.isdir(os.path.join(config.model_dir, "backup")) and os.listdir(
@@ -203,7 +212,8 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
                     loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                     metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                              keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
-                    jit_compile=config.jit_compile)
+                    jit_compile=config.jit_compile,
+                    steps_per_execution=per_call)
     info = weights_lib.WeightsInfo(
         name=os.path.basename(os.path.abspath(config.model_dir)), architecture=config.model,
         classes=data.num_classes, preprocessing=data.preprocessing, labels=",".join(data.class_names),
