@@ -50,8 +50,8 @@ flags.DEFINE_integer("reps", 5, "Paired repetitions of every measurement.")
 flags.DEFINE_list("models", ["squeezenet_v1_0", "squeezenet_v1_1", "alexnet_owt"], "Registry names.")
 flags.DEFINE_list("parts", ["matmul", "bandwidth", "infer", "latency", "predictor", "train", "portable",
                            "sparsity"], "What to measure.")
-flags.DEFINE_bool("quick", False, "The issue's targets only: --models=squeezenet_v1_0,squeezenet_v1_1 "
-                  "--parts=matmul,infer,latency,predictor,train --train_sizes=64 --reps=3.")
+flags.DEFINE_bool("quick", False, "The targets only: --models=squeezenet_v1_0,squeezenet_v1_1 "
+                  "--parts=matmul,infer,latency,predictor,train --train_sizes=64 --reps=3 (flags given win).")
 flags.DEFINE_integer("steps_per_execution", None, "Training steps per fit call into the graph (default: "
                      "train()'s default).")
 flags.DEFINE_list("train_sizes", ["64", "224"], "Image sizes of the training measurements.")
@@ -118,11 +118,12 @@ def main(argv):
   del argv
   from sqznet_tf import reporting  # pylint: disable=g-import-not-at-top
   from sqznet_tf.analysis import cost  # pylint: disable=g-import-not-at-top
-  if FLAGS.quick:
-    FLAGS.models = ["squeezenet_v1_0", "squeezenet_v1_1"]
-    FLAGS.parts = ["matmul", "infer", "latency", "predictor", "train"]
-    FLAGS.train_sizes = ["64"]
-    FLAGS.reps = 3
+  if FLAGS.quick:  # flags given on the command line win
+    quick = {"models": ["squeezenet_v1_0", "squeezenet_v1_1"], "parts": ["matmul", "infer", "latency", "predictor",
+             "train"], "train_sizes": ["64"], "reps": 3}
+    for name, value in quick.items():
+      if not FLAGS[name].present:
+        setattr(FLAGS, name, value)
   threads = str(FLAGS.threads)
   tf_w = Worker(sys.executable, "_tf_worker.py", f"--threads={threads}", f"--inter_threads={FLAGS.inter_threads}")
   torch_w = Worker(FLAGS.torch_python, "_torch_worker.py", f"--threads={threads}") if FLAGS.torch_python else None
@@ -172,7 +173,7 @@ def main(argv):
           log(f"train {m} {size} px")
           try:
             results["train"][f"{m}@{size}"] = paired(tf_w, torch_w, 32, task="train", model=m, batch=32, size=size,
-                                                     iters=8 if size == 224 else 16, mode=FLAGS.train_mode,
+                                                     iters=8 if size == 224 else 48, mode=FLAGS.train_mode,
                                                      steps_per_execution=FLAGS.steps_per_execution)
           except RuntimeError as e:  # alexnet_owt has no 64 px form (fc6 needs a 6x6 pool5 map)
             results["train"][f"{m}@{size}"] = {"error": str(e)}

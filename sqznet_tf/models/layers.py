@@ -34,6 +34,8 @@ class CeilMaxPool2D(keras.layers.Layer):
     if static[1] is not None and static[2] is not None:
       pad_h = ceil_pool_padding(static[1], self.pool_size, self.strides)
       pad_w = ceil_pool_padding(static[2], self.pool_size, self.strides)
+      if pad_h == 0 and pad_w == 0:  # the windows fit exactly: no copy of the map (and of its gradient)
+        return tf.nn.max_pool2d(inputs, self.pool_size, self.strides, "VALID")
     else:
       dyn = tf.shape(inputs)
       pad_h = ceil_pool_padding(dyn[1], self.pool_size, self.strides)
