@@ -17,6 +17,7 @@ prints the tables as Markdown.
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -75,6 +76,17 @@ def finished(model_dir: str):
   return s if s.get("epochs_run") == FLAGS.epochs else None
 
 
+def train_minutes(model_dir: str):
+  """Training minutes as the median epoch's seconds x epochs (history.json): a run that was paused
+  (SIGSTOP while something was timed) or resumed in another session is counted as if run straight."""
+  path = os.path.join(model_dir, "history.json")
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    seconds = [e["epoch_seconds"] for e in json.load(f).values() if "epoch_seconds" in e]
+  return round(statistics.median(seconds) * len(seconds) / 60, 1) if seconds else None
+
+
 def costs(overrides: dict) -> dict:
   from sqznet_tf.analysis.cost import analyze  # pylint: disable=g-import-not-at-top
   report = analyze(MODEL, input_size=32, classes=10, pool_after=FLAGS.pool_after, **overrides)
@@ -99,12 +111,13 @@ def main(argv):
       if rc:
         sys.exit(f"sqznet-train exited {rc} for {key} seed {seed}; see {log.name}")
     s = finished(model_dir)
-    ledger.put(name, {"top1": s["val_accuracy"], "minutes": round(s["seconds"] / 60, 1)})
+    ledger.put(name, {"top1": s["val_accuracy"], "minutes": train_minutes(model_dir) or round(s["seconds"] / 60, 1)})
   rows = []
   for key, ov, seed in runs:
     rec = ledger.get(f"{key}_seed{seed}")
     if rec:
-      rows.append(dict(key=key, seed=seed, top1=rec["top1"], minutes=rec["minutes"], **ov, **costs(ov)))
+      minutes = train_minutes(os.path.join(FLAGS.out, f"{key}_seed{seed}")) or rec["minutes"]
+      rows.append(dict(key=key, seed=seed, top1=rec["top1"], minutes=minutes, **ov, **costs(ov)))
   os.makedirs(FLAGS.out, exist_ok=True)
   with open(os.path.join(FLAGS.out, "results.json"), "w", encoding="utf-8") as f:
     json.dump({"epochs": FLAGS.epochs, "model": MODEL, "rows": rows}, f, indent=1)
