@@ -257,14 +257,14 @@ def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
       measure(f"shared {cfg.bits}-bit + {cfg.cluster_epochs} epochs", cfg.bits)
     else:
       teacher = images = None
+      prep = _preprocessing(info, model)
       if cfg.distill is not None:
         teacher = _copy_model(model)
-        images = distill_lib.load_images(distill_lib.image_files(cfg.distill.data, cfg.distill.limit),
-                                         _preprocessing(info, model), log)
+        images = distill_lib.load_images(distill_lib.image_files(cfg.distill.data, cfg.distill.limit), prep, log)
       importance = None
       if cfg.distill is not None and cfg.distill.fisher_photos:
         importance = distill_lib.fisher(teacher, names, distill_lib.centre_crops(
-            images[:cfg.distill.fisher_photos], _preprocessing(info, model), 16), log)
+            images[:cfg.distill.fisher_photos], prep, 16), log)
       if cfg.max_bytes is not None:
         widths = _widths_to_budget(cfg, model, info, names, teacher, images, log, importance)
       label = _widths_label(widths)
@@ -273,7 +273,7 @@ def compress(cfg: CompressConfig, evaluate_fn: Optional[EvaluateFn] = None,
       measure(f"shared {label}", widths)
       if cfg.distill is not None and cfg.distill.epochs:
         log(f"codebook fine-tuning by distillation: {cfg.distill.epochs} epochs on {len(images)} photos")
-        shared = distill_lib.distill(model, teacher, shared, cfg.distill, _preprocessing(info, model), log, images)
+        shared = distill_lib.distill(model, teacher, shared, cfg.distill, prep, log, images)
         measure(f"shared {label} + distilled {cfg.distill.epochs} epochs", widths)
 
   stats: List[sqz.TensorStat] = []
