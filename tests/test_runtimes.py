@@ -99,3 +99,8 @@ def test_sqznet_evaluate_on_onnx_scores_as_tf(shipped, tmp_path):
   assert d["runtime"] == "onnx" and d["n"] == ref.n == 60
   assert d["correct1"] == ref.correct1 and d["correct5"] == ref.correct5
   assert any(f.endswith(".onnx") for f in os.listdir(tmp_path))
+
+
+def test_the_flag_offers_every_runtime():
+  from sqznet_tf import flags as sq_flags  # pylint: disable=g-import-not-at-top
+  assert sq_flags.RUNTIMES == runtimes.RUNTIMES
