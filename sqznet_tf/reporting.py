@@ -3,8 +3,10 @@
 import json
 import os
 import platform
+import statistics
 import sys
-from typing import Any, Dict, List, Sequence
+import time
+from typing import Any, Callable, Dict, List, Sequence
 
 FORMATS = ("table", "json", "markdown")
 
@@ -79,6 +81,19 @@ def machine() -> Dict[str, Any]:
     cores = os.cpu_count() or 1
   return {"cpu": name or platform.processor() or "unknown CPU", "avx512": "avx512f" in flags.split(),
           "cores": cores}
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
+  """Median wall seconds of `fn()` over `repeats` calls after `warmup` untimed ones (fn must block
+  until its result is ready)."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
 
 
 def progress(msg: str) -> None:

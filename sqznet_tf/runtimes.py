@@ -21,8 +21,6 @@ different orders): tests/test_runtimes.py checks probabilities to 1e-4 and top-1
 import hashlib
 import json
 import os
-import statistics
-import time
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -209,14 +207,7 @@ class Predictor:
       except (SqznetError, ImportError, ValueError, RuntimeError) as e:
         reporting.progress(f"runtime {runtime} unavailable for {self.model.name}: {str(e).splitlines()[0][:160]}")
         continue
-      for _ in range(3):
-        run(x)
-      times = []
-      for _ in range(_CHOICE_CALLS):
-        t = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - t)
-      ms[runtime] = round(1e3 * statistics.median(times), 3)
+      ms[runtime] = round(1e3 * reporting.median_seconds(lambda run=run: run(x), _CHOICE_CALLS), 3)
     best = min(ms, key=ms.get)
     self.choice = {"runtime": best, "batch_1_ms": ms, "machine": machine}
     self._files().write("runtime.json", json.dumps(self.choice, indent=1).encode())

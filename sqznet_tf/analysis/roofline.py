@@ -14,8 +14,6 @@ warm with the previous layer's output), so the sum of the layer times is reporte
 whole model's time.
 """
 
-import statistics
-import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -23,19 +21,9 @@ import numpy as np
 from sqznet_tf._keras import keras, tf
 from sqznet_tf.analysis import cost
 from sqznet_tf.errors import SqznetError
+from sqznet_tf.reporting import median_seconds
 
 GROUPS = ("conv 1x1", "conv 3x3", "conv other", "dense", "no MACs")
-
-
-def _median_seconds(fn: Callable, repeats: int, warmup: int) -> float:
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
 
 
 def machine_roof(matmul_size: int = 2048, copy_mib: int = 256, repeats: int = 5) -> Dict[str, float]:
@@ -44,10 +32,10 @@ def machine_roof(matmul_size: int = 2048, copy_mib: int = 256, repeats: int = 5)
   a = tf.random.uniform((matmul_size, matmul_size))
   b = tf.random.uniform((matmul_size, matmul_size))
   mm = tf.function(lambda: tf.matmul(a, b))
-  t = _median_seconds(lambda: mm().numpy(), repeats, 2)
+  t = median_seconds(lambda: mm().numpy(), repeats, 2)
   src = np.ones(copy_mib << 18, np.float32)
   dst = np.empty_like(src)
-  tc = _median_seconds(lambda: np.copyto(dst, src), repeats, 1)
+  tc = median_seconds(lambda: np.copyto(dst, src), repeats, 1)
   return {"peak_gflops": 2 * matmul_size ** 3 / t / 1e9, "bandwidth_gbs": 2 * src.nbytes / tc / 1e9,
           "matmul_size": matmul_size, "copy_mib": copy_mib}
 
@@ -95,7 +83,7 @@ def time_layers(model, batch: int = 1, repeats: int = 10, warmup: int = 2, inner
     sub = keras.Model(inputs, layer.output)
     xs = [tf.random.uniform((batch,) + tuple(t.shape[1:])) for t in inputs]
     fn = _looped(sub, len(xs) > 1, inner)
-    seconds = _median_seconds(lambda fn=fn, xs=xs: fn(*xs).numpy(), repeats, warmup) / inner
+    seconds = median_seconds(lambda fn=fn, xs=xs: fn(*xs).numpy(), repeats, warmup) / inner
     moved = batch * (c.input_bytes + c.activation_bytes) + c.weight_bytes
     flops = 2 * c.macs * batch
     rows.append({"name": c.name, "type": c.type, "group": _group(layer, c.macs), "macs": c.macs * batch,
@@ -103,7 +91,7 @@ def time_layers(model, batch: int = 1, repeats: int = 10, warmup: int = 2, inner
                  "seconds": seconds, "gflops": flops / seconds / 1e9})
   x = tf.random.uniform((batch,) + tuple(model.inputs[0].shape[1:]))
   whole = _looped(model, False, inner)
-  model_seconds = _median_seconds(lambda: whole(x).numpy(), repeats, warmup) / inner
+  model_seconds = median_seconds(lambda: whole(x).numpy(), repeats, warmup) / inner
   if progress:
     progress(len(todo), len(todo))
   return {"batch": batch, "layers": rows, "model_seconds": model_seconds,

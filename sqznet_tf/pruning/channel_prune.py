@@ -20,7 +20,6 @@ resumes from its checkpoints; the surgery of a step is done once (its pruned.wei
 import dataclasses
 import os
 import statistics
-import time
 from typing import Callable, List, Optional
 
 import numpy as np
@@ -36,6 +35,7 @@ from sqznet_tf.io import read_json, write_json_atomic
 from sqznet_tf.models import configs
 from sqznet_tf.pruning import channel_select
 from sqznet_tf.pruning.channels import channel_units, shrink, width_overrides
+from sqznet_tf.reporting import median_seconds
 from sqznet_tf.training.config import TrainConfig
 from sqznet_tf.training.train import train
 
@@ -125,14 +125,7 @@ def latency_ms(model, batch: int, runs: int = 20) -> float:
   """Median milliseconds of one compiled forward pass at `batch` (3 untimed warm-up calls)."""
   fn = Predictor(model)
   x = np.random.default_rng(0).uniform(-1, 1, (batch, *model.input_shape[1:])).astype(np.float32)
-  for _ in range(3):
-    fn(x)
-  times = []
-  for _ in range(runs):
-    t = time.perf_counter()
-    fn(x)
-    times.append(time.perf_counter() - t)
-  return round(1000 * statistics.median(times), 3)
+  return round(1000 * median_seconds(lambda: fn(x), runs), 3)
 
 
 def _cost(model) -> dict:
