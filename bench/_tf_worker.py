@@ -29,7 +29,7 @@ def main():
   from sqznet_tf import runtimes  # pylint: disable=g-import-not-at-top
   from sqznet_tf._keras import keras, tf  # pylint: disable=g-import-not-at-top
   from sqznet_tf.inference import Predictor  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.training.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.training.config import GROUPED_STEPS  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   if args.inter_threads:
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_threads)
@@ -63,7 +63,7 @@ def main():
     return {"seconds": _protocol.timed(call, iters)}
 
   def train(model, batch, size, iters, mode="fit", steps_per_execution=None):
-    per_call = steps_per_execution or TrainConfig.steps_per_execution
+    per_call = steps_per_execution or GROUPED_STEPS  # what train() uses in long runs
     key = ("train", model, batch, size, mode, per_call)
     if key in cache:  # a later repetition: the model is built and traced already
       m, step, ds = cache[key]
@@ -82,7 +82,7 @@ def main():
         opt.apply_gradients(zip(tape.gradient(loss, m.trainable_variables), m.trainable_variables))
         return loss
 
-      # fit as train() compiles it: steps_per_execution from TrainConfig's default (--steps_per_execution)
+      # fit as train() compiles it for a long run (--steps_per_execution: other group sizes)
       m.compile(optimizer=opt, loss=loss_fn, steps_per_execution=per_call)
       ds = tf.data.Dataset.from_tensors((x, y)).repeat()
       m.fit(ds, steps_per_epoch=2 * per_call, epochs=1, verbose=0)  # trace and warm up

@@ -52,8 +52,8 @@ flags.DEFINE_list("parts", ["matmul", "bandwidth", "infer", "latency", "predicto
                            "sparsity"], "What to measure.")
 flags.DEFINE_bool("quick", False, "The targets only: --models=squeezenet_v1_0,squeezenet_v1_1 "
                   "--parts=matmul,infer,latency,predictor,train --train_sizes=64 --reps=3 (flags given win).")
-flags.DEFINE_integer("steps_per_execution", None, "Training steps per fit call into the graph (default: "
-                     "train()'s default).")
+flags.DEFINE_integer("steps_per_execution", None, "Training steps per call into the graph in fit (default: "
+                     "what train() uses in runs of 2,000 steps or more, 8).")
 flags.DEFINE_list("train_sizes", ["64", "224"], "Image sizes of the training measurements.")
 flags.DEFINE_string("tf_mode", "function", "TF inference mode: function, predict_on_batch or predict.")
 flags.DEFINE_string("train_mode", "fit", "TF training mode: fit or step.")

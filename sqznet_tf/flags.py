@@ -388,9 +388,10 @@ def define_train_flags(model: str = "squeezenet_v1_1", **optimisation) -> None:
                       "'cifar10' or a .sqz file (the same architecture: every tensor must fit).")
   flags.DEFINE_enum("mixed_precision", None, ["mixed_float16", "mixed_bfloat16"], "Mixed-precision policy.")
   flags.DEFINE_bool("jit_compile", False, "Compile with XLA (slower than plain TF on CPUs).")
-  flags.DEFINE_integer("steps_per_execution", 8, "Training steps per call into the compiled graph (fewer "
-                       "returns to Python; progress and per-batch callbacks update once per group). Pruning "
-                       "and clustering phases run 1.", lower_bound=1)
+  flags.DEFINE_integer("steps_per_execution", None, "Training steps per call into the graph (fewer returns "
+                       "to Python; progress and per-batch callbacks update once per group). Default: 8 in runs of "
+                       "2,000 steps or more (grouping costs one more trace of the step, repaid over a long run), "
+                       "else 1. Pruning and clustering phases run 1.", lower_bound=1)
   flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
                     "Distribution strategy; multi_worker_mirrored reads TF_CONFIG.")
   flags.DEFINE_string("tpu", None, "TPU address or name for --strategy=tpu ('local' on a TPU VM).")
@@ -448,8 +449,8 @@ def train_config_from_flags(**changes):
       learning_rate=f.learning_rate, momentum=f.momentum, lr_schedule=f.lr_schedule,
       warmup_epochs=f.warmup_epochs, weight_decay=f.weight_decay, label_smoothing=f.label_smoothing,
       dropout=f.dropout, seed=f.seed, init_weights=f.init_weights, mixed_precision=f.mixed_precision,
-      jit_compile=f.jit_compile, steps_per_execution=f.steps_per_execution, strategy=f.strategy, tpu=f.tpu, cpu_devices=f.cpu_devices,
-      model_dir=f.model_dir, histogram_freq=f.histogram_freq, save_model=f.save_model, verbose=f.verbose)
+      jit_compile=f.jit_compile, steps_per_execution=f.steps_per_execution, strategy=f.strategy, tpu=f.tpu,
+      cpu_devices=f.cpu_devices, model_dir=f.model_dir, histogram_freq=f.histogram_freq, save_model=f.save_model, verbose=f.verbose)
   values.update(changes)
   return TrainConfig(**values)
 

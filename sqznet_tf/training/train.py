@@ -36,7 +36,7 @@ from sqznet_tf.reporting import progress
 from sqznet_tf.training import wrappers
 from sqznet_tf.training import callbacks as cb
 from sqznet_tf.training import schedules, strategies
-from sqznet_tf.training.config import TrainConfig
+from sqznet_tf.training.config import GROUP_FROM_STEPS, GROUPED_STEPS, TrainConfig
 
 
 @dataclasses.dataclass
@@ -176,7 +176,10 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
 
   # Steps per call into the graph: tfmot's pruning step and other per-batch callbacks need 1, and
   # Keras needs the validation steps to group them (a folder's count is known; large TFRecords' not).
-  per_call = 1 if wrap is not None or extra_callbacks else config.steps_per_execution
+  per_call = config.steps_per_execution or (
+      GROUPED_STEPS if steps * config.epochs >= GROUP_FROM_STEPS else 1)
+  if wrap is not None or extra_callbacks:
+    per_call = 1
   if per_call > 1 and val_ds is not None and val_steps is None:
     if data.val_size:
       val_steps = -(-data.val_size // config.batch_size)

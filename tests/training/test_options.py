@@ -68,6 +68,26 @@ def test_one_run_with_every_other_option(tmp_path, release_path):
   assert result.epochs_run == 1
 
 
+def test_steps_per_execution_reaches_fit_and_the_pruning_phase_keeps_one(tmp_path):
+  """--steps_per_execution goes into compile (5 steps in groups of 3: the last group is cut to the
+  epoch); a pruning phase (tfmot counts its step per batch) runs one step per call whatever was asked."""
+  from sqznet_tf._keras import keras  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.pruning import dsd, prune  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.training.train import train  # pylint: disable=g-import-not-at-top
+  plain = train(dataclasses.replace(_config(tmp_path / "plain", steps_per_execution=3), steps_per_epoch=5))
+  assert int(plain.model._steps_per_execution.numpy()) == 3  # pylint: disable=protected-access
+  assert plain.epochs_run == 1 and int(plain.model.optimizer.iterations.numpy()) == 5
+  seen = []
+
+  class Probe(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+      seen.append(int(self.model._steps_per_execution.numpy()))  # pylint: disable=protected-access
+  train(dataclasses.replace(_config(tmp_path / "sparse", steps_per_execution=3), steps_per_epoch=5),
+        wrap=dsd.sparse_wrapper(0.5, ("conv1",)), unwrap=prune.strip,
+        extra_callbacks=lambda out_dir: prune.pruning_callbacks() + [Probe()])
+  assert seen == [1]
+
+
 def test_random_resized_crop_changes_the_view():
   """The same images in the same order (same seed), without and with random resized crops: same
   labels, other pixels; and the crops are reproducible for a seed."""
