@@ -194,8 +194,8 @@ RUNTIMES = ("auto", "tf", "tflite", "onnx")  # sqznet_tf.runtimes.RUNTIMES (that
 def define_runtime_flag() -> None:
   flags.DEFINE_enum("runtime", "auto", RUNTIMES,
                     "Inference runtime. auto: batches of up to 8 images on whichever of TF, TFLite (XNNPACK) "
-                    "and ONNX Runtime measured fastest at batch 1 on this machine (converted once, cached in "
-                    "$SQZNET_CACHE_DIR or ~/.cache/sqznet_tf), larger batches in TF.")
+                    "and ONNX Runtime measured fastest on this machine at batch 1 (one image) or 8 (2-8 images), "
+                    "converted once and cached in $SQZNET_CACHE_DIR or ~/.cache/sqznet_tf; larger batches in TF.")
 
 
 def define_top_k_flag() -> None:

@@ -3,9 +3,10 @@
 At batch 1 SqueezeNet is a string of small kernels, and TensorFlow's per-op cost shows: on the
 2-core AVX-512 CPU of BENCHMARKS.md ("Runtimes by batch size") v1.1 answers in about 8.5 ms in TF,
 4.6 ms as a TFLite float32 model under XNNPACK and 4.0 ms in ONNX Runtime; from batch 16 up TF is
-as fast or faster per image. `Predictor(model, runtime="auto")` therefore runs batches of up to
-`small_batch` images (8) on the fastest of the three *measured once on this machine at batch 1*,
-and larger batches in TF (`sqznet_tf.inference.Predictor`).
+as fast or faster per image. `Predictor(model, runtime="auto")` therefore runs one image on the
+fastest of the three *measured once on this machine at batch 1*, batches of 2 to `small_batch` (8)
+on the fastest measured at batch 8 (for AlexNet TF can win there), and larger batches in TF
+(`sqznet_tf.inference.Predictor`).
 
 The converted models and the measured choice are cached by content: the file name carries a
 hash of the model's architecture, weights and the TensorFlow version, so a retrained model never
@@ -32,8 +33,8 @@ from sqznet_tf.inference import Predictor as TFPredictor
 
 RUNTIMES = ("auto", "tf", "tflite", "onnx")
 PORTABLE = ("tflite", "onnx")
-SMALL_BATCH = 8  # "auto": up to here the batch-1 choice, above it TF (bench/results/crossover.json)
-_CHOICE_CALLS = 12  # timed calls per runtime when "auto" measures its batch-1 choice
+SMALL_BATCH = 8  # "auto": up to here a measured choice, above it TF (bench/results/crossover.json)
+_CHOICE_CALLS = 12  # timed calls per runtime at batch 1 when "auto" measures (half as many at small_batch)
 
 
 def cache_dir() -> str:
@@ -146,10 +147,10 @@ class Predictor:
 
   Args:
     model: a single-input tf_keras classifier.
-    runtime: "auto" (batches up to `small_batch` on the fastest runtime measured at batch 1,
-      larger ones in TF), or one runtime for every batch: "tf", "tflite" (float32, XNNPACK) or
+    runtime: "auto" (one image on the fastest runtime measured at batch 1, up to `small_batch` on
+      the fastest at that batch, larger batches in TF), or one runtime for every batch: "tf", "tflite" (float32, XNNPACK) or
       "onnx" (ONNX Runtime). The portable runtimes need the [export] extra.
-    small_batch: the largest batch "auto" sends to its batch-1 choice.
+    small_batch: the largest batch "auto" sends to a measured choice (above it: TF).
     cache: folder for converted models and the measured choice (default: `cache_dir()`).
   """
 
@@ -168,8 +169,7 @@ class Predictor:
     self._cache = None
     self._tf = TFPredictor(model)
     self._runners: Dict[str, Callable] = {"tf": self._tf}
-    self._small: Optional[str] = runtime if runtime != "auto" else None
-    self.choice: Optional[dict] = None  # "auto": what was measured at batch 1, once
+    self.choice: Optional[dict] = None  # "auto": what was measured at batch 1 and small_batch, once
 
   def _files(self) -> _Cache:
     if self._cache is None:
@@ -187,31 +187,33 @@ class Predictor:
       self._runners[runtime] = cls(data)
     return self._runners[runtime]
 
-  def _choose(self) -> str:
-    """The runtime "auto" uses for small batches: the fastest at batch 1, measured once per machine."""
+  def _choose(self) -> dict:
+    """What "auto" uses for small batches, measured once per machine: {"runtime": the fastest at
+    batch 1, "runtime_small": the fastest at batch `small_batch` (for batches 2..small_batch), the
+    milliseconds per call of each, the machine}."""
     machine = reporting.machine()
     stored = self._files().read("runtime.json")
     if stored:
       try:
         choice = json.loads(stored)
-        if choice.get("machine") == machine and choice.get("runtime") in self._candidates():
-          self.choice = choice
-          return choice["runtime"]
+        if (choice.get("machine") == machine and choice.get("small_batch") == self.small_batch
+            and {choice.get("runtime"), choice.get("runtime_small")} <= set(self._candidates())):
+          return choice
       except ValueError:
         pass
-    x = np.zeros((1, *self.input_shape[1:]), np.float32)
-    ms = {}
+    runners = {}
     for runtime in self._candidates():
       try:
-        run = self._runner(runtime)
+        runners[runtime] = self._runner(runtime)
       except (SqznetError, ImportError, ValueError, RuntimeError) as e:
         reporting.progress(f"runtime {runtime} unavailable for {self.model.name}: {str(e).splitlines()[0][:160]}")
-        continue
-      ms[runtime] = round(1e3 * reporting.median_seconds(lambda run=run: run(x), _CHOICE_CALLS), 3)
-    best = min(ms, key=ms.get)
-    self.choice = {"runtime": best, "batch_1_ms": ms, "machine": machine}
-    self._files().write("runtime.json", json.dumps(self.choice, indent=1).encode())
-    return best
+    choice = {"small_batch": self.small_batch, "machine": machine}
+    for batch, calls, key in ((1, _CHOICE_CALLS, "runtime"), (self.small_batch, _CHOICE_CALLS // 2, "runtime_small")):
+      x = np.zeros((batch, *self.input_shape[1:]), np.float32)
+      ms = {r: round(1e3 * reporting.median_seconds(lambda run=run: run(x), calls), 3) for r, run in runners.items()}
+      choice[key], choice[f"batch_{batch}_ms"] = min(ms, key=ms.get), ms
+    self._files().write("runtime.json", json.dumps(choice, indent=1).encode())
+    return choice
 
   @staticmethod
   def _candidates():
@@ -223,9 +225,9 @@ class Predictor:
       return self.runtime
     if batch > self.small_batch:
       return "tf"
-    if self._small is None:
-      self._small = self._choose()
-    return self._small
+    if self.choice is None:
+      self.choice = self._choose()
+    return self.choice["runtime" if batch <= 1 else "runtime_small"]
 
   def for_batch(self, batch: int) -> Callable[[np.ndarray], np.ndarray]:
     """One runtime's function for batches of about `batch` images (also the last, smaller one)."""
