@@ -1,6 +1,7 @@
 """sqznet_tf side of bench/vs_torchvision.py (runs in the project's .venv).
 
-Inference modes: "function" (sqznet_tf.inference.Predictor: the package's TF runtime), "predict_on_batch" and "predict" (Keras' own).
+Inference modes: "function" (sqznet_tf.inference.Predictor: the package's TF runtime),
+"predict_on_batch" and "predict" (Keras' own).
 The "predictor" task: sqznet_tf.runtimes.Predictor (runtime "auto": the batch-1 choice it measures).
 Training modes: "fit" (Keras fit on an in-memory dataset, compiled as train() compiles it, with its
 steps_per_execution; whole fit calls timed, seconds per step) and

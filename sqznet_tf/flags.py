@@ -450,7 +450,8 @@ def train_config_from_flags(**changes):
       warmup_epochs=f.warmup_epochs, weight_decay=f.weight_decay, label_smoothing=f.label_smoothing,
       dropout=f.dropout, seed=f.seed, init_weights=f.init_weights, mixed_precision=f.mixed_precision,
       jit_compile=f.jit_compile, steps_per_execution=f.steps_per_execution, strategy=f.strategy, tpu=f.tpu,
-      cpu_devices=f.cpu_devices, model_dir=f.model_dir, histogram_freq=f.histogram_freq, save_model=f.save_model, verbose=f.verbose)
+      cpu_devices=f.cpu_devices, model_dir=f.model_dir, histogram_freq=f.histogram_freq, save_model=f.save_model,
+      verbose=f.verbose)
   values.update(changes)
   return TrainConfig(**values)
 

@@ -30,6 +30,7 @@ from sqznet_tf import reporting
 from sqznet_tf._keras import tf
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.inference import Predictor as TFPredictor
+from sqznet_tf.io import write_atomic
 
 RUNTIMES = ("auto", "tf", "tflite", "onnx")
 PORTABLE = ("tflite", "onnx")
@@ -73,17 +74,10 @@ class _Cache:
       return None
 
   def write(self, suffix: str, data: bytes) -> None:
-    path = self.path(suffix)
-    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-      os.makedirs(self.folder, exist_ok=True)
-      with open(tmp, "wb") as f:
-        f.write(data)
-      os.replace(tmp, path)
+      write_atomic(self.path(suffix), data)
     except OSError as e:
       reporting.progress(f"runtime cache {self.folder!r} not writable ({e.strerror}); converting in memory")
-      if os.path.exists(tmp):
-        os.remove(tmp)
 
 
 def _convert(model, runtime: str) -> bytes:
@@ -98,8 +92,8 @@ class _TFLiteRunner:
   """A float32 flatbuffer under XNNPACK, one interpreter per batch size seen."""
 
   def __init__(self, data: bytes):
-    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top  (extra [export])
-    self._make = lambda: Interpreter(model_content=data, num_threads=reporting.machine()["cores"])
+    from sqznet_tf.compression import tflite  # pylint: disable=g-import-not-at-top
+    self._make = lambda: tflite.make_interpreter(data, reporting.machine()["cores"])
     self._by_batch: Dict[int, tuple] = {}
 
   def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -120,11 +114,8 @@ class _ONNXRunner:
   """An ONNX model in ONNX Runtime's CPU provider."""
 
   def __init__(self, data: bytes):
-    import onnxruntime  # pylint: disable=g-import-not-at-top  (extra [export])
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = reporting.machine()["cores"]
-    self._session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    from sqznet_tf.export import portable  # pylint: disable=g-import-not-at-top
+    self._session = portable.onnx_session(data, reporting.machine()["cores"])
     self._name = self._session.get_inputs()[0].name
 
   def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -162,15 +162,18 @@ def _first_error_line(e: Exception) -> str:
   return lines[0] if lines else type(e).__name__
 
 
-def _interpreter(tflite_bytes: bytes):
+def make_interpreter(tflite_bytes: bytes, num_threads: Optional[int] = None):
+  """A TFLite interpreter (LiteRT's; TF's deprecated one without the [export] extra); `num_threads`
+  for XNNPACK, else the runtime's default."""
+  threads = {} if num_threads is None else {"num_threads": num_threads}
   try:
     from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top  (optional extra [export])
   except ImportError:
     with warnings.catch_warnings():
       # The fallback is deliberate: silence "tf.lite.Interpreter is deprecated ... use ai_edge_litert".
       warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
-      return tf.lite.Interpreter(model_content=tflite_bytes)
-  return Interpreter(model_content=tflite_bytes)
+      return tf.lite.Interpreter(model_content=tflite_bytes, **threads)
+  return Interpreter(model_content=tflite_bytes, **threads)
 
 
 def float_ops(tflite_bytes: bytes) -> List[str]:
@@ -179,7 +182,7 @@ def float_ops(tflite_bytes: bytes) -> List[str]:
   Empty for a fully integer model. The converter keeps ops that have no int8 kernel (LRN, for
   one) in float between QUANTIZE/DEQUANTIZE pairs even when only int8 builtins are requested.
   """
-  interpreter = _interpreter(tflite_bytes)
+  interpreter = make_interpreter(tflite_bytes)
   tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
   out = []
   for op in interpreter._get_ops_details():  # pylint: disable=protected-access
@@ -197,7 +200,7 @@ def predict(tflite_bytes: bytes, images, batch_size: Optional[int] = None) -> np
   Int8 inputs/outputs are (de)quantized with the tensors' scale and zero point.
   """
   images = np.asarray(images, dtype=np.float32)
-  interpreter = _interpreter(tflite_bytes)
+  interpreter = make_interpreter(tflite_bytes)
   step = batch_size or max(len(images), 1)
   outputs, shape = [], None
   for start in range(0, len(images), step):

@@ -11,7 +11,7 @@ log is read, and any op it reports as unsupported fails the export.
 
 import logging
 import os
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -58,15 +58,22 @@ def onnx(model, opset: int = ONNX_OPSET) -> bytes:
   return proto.SerializeToString()
 
 
-def onnx_predict(data: bytes, images, batch_size: int = 32) -> np.ndarray:
-  """Outputs of an ONNX model (onnxruntime, CPU) on float32 network inputs."""
+def onnx_session(data: bytes, threads: Optional[int] = None):
+  """An onnxruntime CPU session of an ONNX model (`threads`: intra-op threads, else its default)."""
   try:
     import onnxruntime  # pylint: disable=g-import-not-at-top  (optional extra [export])
   except ImportError:
     raise SqznetError("running ONNX models needs onnxruntime: pip install 'sqznet_tf[export]'") from None
   options = onnxruntime.SessionOptions()
   options.log_severity_level = 3
-  session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+  if threads is not None:
+    options.intra_op_num_threads = threads
+  return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_predict(data: bytes, images, batch_size: int = 32) -> np.ndarray:
+  """Outputs of an ONNX model (onnxruntime, CPU) on float32 network inputs."""
+  session = onnx_session(data)
   name = session.get_inputs()[0].name
   images = np.asarray(images, np.float32)
   return np.concatenate([session.run(None, {name: images[i:i + batch_size]})[0]

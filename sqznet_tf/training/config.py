@@ -97,7 +97,8 @@ class TrainConfig:
       bad("mixed_precision", self.mixed_precision, "mixed_float16 or mixed_bfloat16")
     if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
       bad("learning_rate", self.learning_rate, "a number > 0")
-    for f in ("batch_size", "epochs") + (("steps_per_execution",) if self.steps_per_execution is not None else ()):
+    grouped = ("steps_per_execution",) if self.steps_per_execution is not None else ()
+    for f in ("batch_size", "epochs") + grouped:
       v = getattr(self, f)
       if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         bad(f, v, "a positive integer")
