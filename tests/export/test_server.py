@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -22,7 +21,7 @@ import sqznet_tf
 from sqznet_tf.data import preprocessing
 from sqznet_tf.export import exporter, serving, verify
 from tests.conftest import REPO, shared_data_dir
-from tests.tools import run_tool
+from tests.tools import run_tool, start_tool
 
 NAME = "cifar"
 MAX_BODY = 1_000_000
@@ -75,10 +74,8 @@ def photos():
 def server(root, log, *flags):
   """sqznet-serve on `root` at a free port, ready (status 200); yields (process, port); killed at the end."""
   port = free_port()
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  with open(log, "w") as err:
-    proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "serve.py"), f"--export_dir={root}",
-                             f"--rest_api_port={port}", *flags], stdout=subprocess.DEVNULL, stderr=err, env=env)
+  proc = start_tool("serve", f"--export_dir={root}", f"--rest_api_port={port}", *flags, stdout=os.devnull,
+                    stderr=log)
   name = os.path.basename(root)
   try:
     deadline = time.monotonic() + READY_S

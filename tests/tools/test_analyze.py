@@ -1,21 +1,15 @@
-"""sqznet-analyze run as a user would: a subprocess per call, JSON on the last line of stdout."""
+"""sqznet-analyze run as a user would: a process per call, JSON on the last line of stdout."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO, assert_figure
-
-TOOL = str(REPO / "tools" / "analyze.py")
-
+from tests.conftest import assert_figure
+from tests.tools import run_tool
 
 def run(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, env=env,
-                        timeout=300)
+  return run_tool("analyze", *args, timeout=300)
 
 
 def test_json_report_of_a_design_space_point(tmp_path):

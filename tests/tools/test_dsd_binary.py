@@ -5,14 +5,10 @@ The accuracy floors come from measured runs (see DSD_FLOORS); chance is 10%.
 """
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
-from tests.conftest import REPO
-from tests.tools import last_json, run_tool
+from tests.tools import last_json, run_tool, start_tool
 
 # Measured on this configuration (2-core Xeon with AVX-512, 2026-12-02; 500 held-out digits):
 # uninterrupted 0.54 / 0.72 / 0.64 after the dense / sparse / re-dense phases, killed in the sparse
@@ -27,9 +23,7 @@ ARGS = ["--data=embedded", "--model=squeezenet_v1_1", "--batch_norm", "--image_s
 
 def test_dsd_killed_in_the_sparse_phase_resumes_there_with_its_masks(tmp_path):
   args = [*ARGS, f"--model_dir={tmp_path}"]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "dsd.py"), *args], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, env=env)
+  proc = start_tool("dsd", *args)
   history = tmp_path / "phase2_sparse" / "history.json"
   checkpoint = tmp_path / "phase2_sparse" / "checkpoints" / "epoch-001.weights.h5"
   deadline = time.time() + 600

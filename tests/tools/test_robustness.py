@@ -6,19 +6,16 @@ where the mistake is in the arguments.
 
 import io
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, shared_data_dir
-from tests.tools import last_json, run_tool
+from tests.conftest import shared_data_dir
+from tests.tools import last_json, run_tool, start_tool
 
 TINY_TRAIN = ["--batch_norm", "--image_size=24", "--batch_size=8", "--histogram_freq=0", "--nosave_model",
               "--verbose=2", "--format=json"]
@@ -159,13 +156,10 @@ def _wait_for(predicate, proc, seconds=300):
 
 
 def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  # As at a terminal: SIGINT at its default. (A shell's background job, as CI may be, starts its
-  # children with SIGINT ignored, and Python then installs no KeyboardInterrupt handler.)
-  proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "train.py"), "--data=embedded", "--epochs=50",
-                           "--steps_per_epoch=20", f"--model_dir={tmp_path}", *TINY_TRAIN],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  # As at a terminal: SIGINT at its default (start_tool's processes have it so even where a shell's
+  # background job, as CI may be, would start them with SIGINT ignored).
+  proc = start_tool("train", "--data=embedded", "--epochs=50", "--steps_per_epoch=20", f"--model_dir={tmp_path}",
+                    *TINY_TRAIN)
   history = tmp_path / "history.json"
   assert _wait_for(lambda: history.exists() and json.load(open(history)), proc), "no epoch finished"
   proc.send_signal(signal.SIGINT)
@@ -186,12 +180,10 @@ def test_a_lost_peer_is_one_line_on_the_chief(tmp_path):
   for i in range(2):
     # TMPDIR: the killed worker cannot remove its scratch folder; keep it inside the test's folder.
     (tmp_path / "scratch").mkdir(exist_ok=True)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(tmp_path / "scratch"),
-               TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-    procs.append(subprocess.Popen([sys.executable, str(REPO / "tools" / "train.py"), "--data=embedded",
-                                   "--strategy=multi_worker_mirrored", "--epochs=50", "--steps_per_epoch=10",
-                                   f"--model_dir={tmp_path}", *TINY_TRAIN],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    env = {"TMPDIR": str(tmp_path / "scratch"),
+           "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+    procs.append(start_tool("train", "--data=embedded", "--strategy=multi_worker_mirrored", "--epochs=50",
+                            "--steps_per_epoch=10", f"--model_dir={tmp_path}", *TINY_TRAIN, env=env))
   chief, worker = procs
   history = tmp_path / "history.json"
   try:

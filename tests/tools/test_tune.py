@@ -4,12 +4,10 @@ resuming, keras-tuner's chief/worker mode on 127.0.0.1, and bad input."""
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 
 from tests.conftest import REPO, shared_data_dir, assert_figure
-from tests.tools import last_json
+from tests.tools import last_json, run_script, start_script
 
 TUNE = str(REPO / "tools" / "tune.py")
 # Embedded digits at 24 px, three steps per trial: for the process-level tests.
@@ -17,8 +15,7 @@ TINY = ["--data=embedded", "--image_size=24", "--epochs=1", "--steps_per_epoch=3
 
 
 def run(*args, env=None, tool=TUNE):
-  e = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
-  return subprocess.run([sys.executable, tool, *args], capture_output=True, text=True, env=e, timeout=900)
+  return run_script(tool, *args, env=env, timeout=900)
 
 
 def test_two_trial_search_on_cifar_rejects_the_big_one(tmp_path):
@@ -76,12 +73,11 @@ def _free_port():
 
 def test_chief_and_two_workers_share_the_trials(tmp_path):
   env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
-  args = [sys.executable, TUNE, *TINY, "--tuner=grid", f"--directory={tmp_path}",
+  args = [*TINY, "--tuner=grid", f"--directory={tmp_path}",
           '--space={"squeeze_ratio": [0.125, 0.25, 0.5, 0.75], "batch_norm": true}']
   procs = {}
   for tid in ("chief", "tuner0", "tuner1"):
-    e = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERASTUNER_TUNER_ID=tid, **env)
-    procs[tid] = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+    procs[tid] = start_script(TUNE, *args, env=dict(env, KERASTUNER_TUNER_ID=tid))
   deadline = time.time() + 600
   out = {}
   try:

@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import REPO, shared_data_dir
+from tests.tools import run_script, start_script
 
 TRAIN = str(REPO / "tools" / "train.py")
 # A small, quick job on the embedded digits for the process-level tests.
@@ -21,9 +22,8 @@ TINY = ["--data=embedded", "--batch_norm", "--image_size=24", "--batch_size=32",
         "--histogram_freq=0", "--nosave_model", "--verbose=2", "--format=json"]
 
 
-def run_train(*args, env=None, **kw):
-  e = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
-  return subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True, env=e, timeout=600, **kw)
+def run_train(*args, env=None):
+  return run_script(TRAIN, *args, env=env, timeout=600)
 
 
 def last_json(stdout):
@@ -118,11 +118,9 @@ def test_multi_worker_mirrored_two_processes(tmp_path):
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
   procs = []
   for i in range(2):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-               TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-    procs.append(subprocess.Popen([sys.executable, TRAIN, *TINY, "--strategy=multi_worker_mirrored", "--epochs=2",
-                                   f"--model_dir={tmp_path}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, env=env))
+    env = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+    procs.append(start_script(TRAIN, *TINY, "--strategy=multi_worker_mirrored", "--epochs=2",
+                              f"--model_dir={tmp_path}", env=env))
   outs = [p.communicate(timeout=600) for p in procs]
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, err[-2000:]
@@ -135,9 +133,7 @@ def test_multi_worker_mirrored_two_processes(tmp_path):
 
 def test_sigkill_mid_epoch_then_resume(tmp_path):
   args = [*TINY, "--epochs=5", "--steps_per_epoch=25", f"--model_dir={tmp_path}"]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  proc = subprocess.Popen([sys.executable, TRAIN, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          text=True, env=env)
+  proc = start_script(TRAIN, *args)
   history = tmp_path / "history.json"
   deadline = time.time() + 300
   checkpoint = tmp_path / "checkpoints" / "epoch-002.weights.h5"
