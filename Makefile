@@ -53,8 +53,11 @@ demo-digits: venv
 	    --histogram_freq=0 --verbose=2 --model_dir=$(DEMO)
 	$(VENV)/bin/sqznet-analyze --compare=squeezenet_v1_0,squeezenet_v1_1,alexnet,alexnet_owt
 
+# PYTEST_ARGS: more pytest options, e.g. PYTEST_ARGS="--durations=0" or "-k compress".
+# SQZNET_TEST_FORK=0 runs every binary as a fresh process (tests/tools/forkserver.py explains).
+PYTEST_ARGS ?=
 test: venv
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=12 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=12 $(PYTEST_ARGS) tests
 
 # Optional: PyTorch + torchvision for bench/vs_torchvision.py, in their own venv (not a dependency
 # of the package). On the project's machines pip takes both from local files.
