@@ -143,7 +143,10 @@ def start_script(script, *args, env=None, stdout=None, stderr=None):
     return Forked(argv, e, stdout, stderr)
   files = [open(f, "w", encoding="utf-8") if f else subprocess.PIPE for f in (stdout, stderr)]  # noqa: SIM115
   try:
-    return subprocess.Popen([sys.executable, *argv], stdout=files[0], stderr=files[1], text=True, env=e)
+    # SIGINT at its default, as at a terminal (a shell's background job, as CI may be, would start
+    # the process with SIGINT ignored, and Python then installs no KeyboardInterrupt handler).
+    return subprocess.Popen([sys.executable, *argv], stdout=files[0], stderr=files[1], text=True, env=e,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   finally:
     for f in files:
       if f is not subprocess.PIPE:

@@ -36,7 +36,7 @@ _PRELOAD_ENV = {}  # what importing PRELOAD set in os.environ (sqznet_tf._keras:
 
 def _child(req):
   """In the forked process: become the binary; never returns."""
-  code = 1
+  code, interrupted = 1, False
   try:
     os.setsid()
     fd = os.open(os.devnull, os.O_RDONLY)
@@ -68,9 +68,9 @@ def _child(req):
       else:
         print(e.code, file=sys.stderr)
         code = 1
-    except BaseException:  # pylint: disable=broad-except  (the interpreter's own behaviour)
+    except BaseException as e:  # pylint: disable=broad-except  (the interpreter's own behaviour)
       sys.excepthook(*sys.exc_info())
-      code = 1
+      code, interrupted = 1, isinstance(e, KeyboardInterrupt)
     try:
       atexit._run_exitfuncs()  # pylint: disable=protected-access
     except BaseException:  # pylint: disable=broad-except
@@ -81,6 +81,9 @@ def _child(req):
       except Exception:  # pylint: disable=broad-except
         pass
   finally:
+    if interrupted:  # as CPython: an uncaught KeyboardInterrupt ends the process by SIGINT
+      signal.signal(signal.SIGINT, signal.SIG_DFL)
+      os.kill(os.getpid(), signal.SIGINT)
     os._exit(code & 0xFF)  # pylint: disable=protected-access
 
 
