@@ -53,7 +53,6 @@ def _child(req):
     os.environ.update(req["env"])
     tempfile.tempdir = None  # as a fresh process: $TMPDIR is read again
     os.chdir(req["cwd"])
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     script = req["argv"][0]
     sys.argv = list(req["argv"])
     sys.path[0] = os.path.dirname(os.path.abspath(script))
@@ -90,7 +89,9 @@ def _child(req):
 def serve():
   """Forks a child per request line as soon as it arrives; reports each child's exit as it happens."""
   os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-  signal.signal(signal.SIGINT, signal.default_int_handler)  # children start with it (see _child)
+  # Children inherit it: SIGINT raises KeyboardInterrupt, as at a terminal, even where this server
+  # was started with SIGINT ignored (a shell's background job).
+  signal.signal(signal.SIGINT, signal.default_int_handler)
   import importlib  # pylint: disable=g-import-not-at-top
   import select  # pylint: disable=g-import-not-at-top
   before = dict(os.environ)

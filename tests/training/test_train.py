@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import REPO, shared_data_dir
-from tests.tools import run_script, start_script
+from tests.tools import last_json, run_script, start_script
 
 TRAIN = str(REPO / "tools" / "train.py")
 # A small, quick job on the embedded digits for the process-level tests.
@@ -24,10 +24,6 @@ TINY = ["--data=embedded", "--batch_norm", "--image_size=24", "--batch_size=32",
 
 def run_train(*args, env=None):
   return run_script(TRAIN, *args, env=env, timeout=600)
-
-
-def last_json(stdout):
-  return json.loads(stdout.strip().splitlines()[-1])
 
 
 def test_cifar_subset_learns(cifar_run):
