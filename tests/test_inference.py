@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from sqznet_tf.inference import Predictor, predictor
+from sqznet_tf._keras import keras
+from sqznet_tf.inference import Predictor, fold_batch_norm, predictor
 
 
 def test_predictor_matches_keras_at_any_batch_size(models):
@@ -17,3 +18,56 @@ def test_predictor_matches_keras_at_any_batch_size(models):
   assert run._fn.experimental_get_tracing_count() == 1  # pylint: disable=protected-access  # one trace for all batch sizes
   other = object()
   assert predictor(other) is other and isinstance(predictor(model), Predictor)
+
+
+def _randomise_batch_norm(model, seed=0):
+  """Batch-norm statistics and scales far from the identity, so that a wrong fold shows."""
+  rng = np.random.default_rng(seed)
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      n = layer.gamma.shape[0]
+      layer.set_weights([rng.uniform(0.5, 2.0, n), rng.normal(0, 0.5, n), rng.normal(0, 0.5, n),
+                         rng.uniform(0.2, 3.0, n)])
+
+
+def test_batch_norm_is_folded_into_the_convolutions():
+  import sqznet_tf  # pylint: disable=g-import-not-at-top
+  model = sqznet_tf.get_model("squeezenet_v1_1_cifar", input_shape=(16, 16, 3), classes=10,
+                              conv1_filters=8, fires=[[4, 8, 8]] * 8)
+  _randomise_batch_norm(model)
+  folded = fold_batch_norm(model)
+  bns = [l.name for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+  assert len(bns) == 26 and not any(isinstance(l, keras.layers.BatchNormalization) for l in folded.layers)
+  assert len(folded.layers) == len(model.layers) - len(bns)
+  assert folded.get_layer("fire2_expand3x3").use_bias and folded.get_layer("fire2_expand3x3").bias.shape == (8,)
+  x = np.random.default_rng(1).uniform(-1, 1, (6, 16, 16, 3)).astype(np.float32)
+  ref = model(x, training=False).numpy()
+  np.testing.assert_allclose(folded(x, training=False).numpy(), ref, atol=1e-5)
+  np.testing.assert_allclose(Predictor(model)(x), ref, atol=1e-5)
+  # The original is untouched and still has its batch norms.
+  assert model.get_layer("fire2_expand3x3_bn") is not None
+  np.testing.assert_allclose(model(x, training=False).numpy(), ref)
+
+
+def test_batch_norm_that_cannot_be_folded_stays():
+  inputs = keras.Input((8, 8, 3))
+  a = keras.layers.Conv2D(4, 3, padding="same", name="a")(inputs)
+  shared = keras.layers.BatchNormalization(name="after_shared")(a)  # `a` also feeds the addition
+  b = keras.layers.Conv2D(4, 1, activation="relu", name="b")(inputs)
+  after_relu = keras.layers.BatchNormalization(name="after_relu")(b)  # the conv's ReLU comes first
+  c = keras.layers.Conv2D(4, 1, use_bias=False, name="c")(inputs)
+  plain = keras.layers.BatchNormalization(name="plain")(c)  # foldable: no bias, the fold adds one
+  out = keras.layers.Add()([shared, after_relu, plain, a])
+  model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(out))
+  _randomise_batch_norm(model, seed=2)
+  folded = fold_batch_norm(model)
+  names = {l.name for l in folded.layers}
+  assert {"after_shared", "after_relu"} <= names and "plain" not in names and folded.get_layer("c").use_bias
+  x = np.random.default_rng(3).uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
+  np.testing.assert_allclose(folded(x).numpy(), model(x, training=False).numpy(), atol=1e-5)
+  nothing = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+  assert fold_batch_norm(nothing) is nothing
+  def batch_norm_ops(run):
+    graph = run._fn.get_concrete_function().graph  # pylint: disable=protected-access
+    return sum(op.type.startswith("FusedBatchNorm") for op in graph.get_operations())
+  assert batch_norm_ops(Predictor(model, fold=False)) == 3 and batch_norm_ops(Predictor(model)) == 2
