@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
@@ -21,18 +20,12 @@ import sqznet_tf
 from sqznet_tf.data import preprocessing
 from sqznet_tf.export import exporter, serving, verify
 from tests.conftest import REPO, shared_data_dir
-from tests.tools import run_tool, start_tool
+from tests.tools import free_ports, run_tool, start_tool
 
 NAME = "cifar"
 MAX_BODY = 1_000_000
 FORM = "application/x-www-form-urlencoded"  # what curl -d sends
 READY_S = 240  # TF and KServe import plus the warm-up, on a busy 2-core machine
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def call(port, method, path, body=None, content_type="application/json", headers=None, timeout=120):
@@ -73,7 +66,7 @@ def photos():
 @contextlib.contextmanager
 def server(root, log, *flags):
   """sqznet-serve on `root` at a free port, ready (status 200); yields (process, port); killed at the end."""
-  port = free_port()
+  port, = free_ports()
   proc = start_tool("serve", f"--export_dir={root}", f"--rest_api_port={port}", *flags, stdout=os.devnull,
                     stderr=log)
   name = os.path.basename(root)

@@ -9,6 +9,7 @@ of imports; with an environment that changes how Python or TensorFlow import (PY
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -182,3 +183,16 @@ def start_tool(tool, *args, env=None, stdout=None, stderr=None):
 def last_json(stdout):
   """The JSON object a binary prints as the last line of stdout (--format=json)."""
   return json.loads(stdout.strip().splitlines()[-1])
+
+
+def free_ports(n=1):
+  """`n` distinct TCP ports on 127.0.0.1 that were free a moment ago (all held open while chosen,
+  so that none comes twice)."""
+  socks = [socket.socket() for _ in range(n)]
+  try:
+    for s in socks:
+      s.bind(("127.0.0.1", 0))
+    return [s.getsockname()[1] for s in socks]
+  finally:
+    for s in socks:
+      s.close()

@@ -7,7 +7,6 @@ where the mistake is in the arguments.
 import io
 import json
 import signal
-import socket
 import time
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import shared_data_dir
-from tests.tools import last_json, run_tool, start_tool
+from tests.tools import free_ports, last_json, run_tool, start_tool
 
 TINY_TRAIN = ["--batch_norm", "--image_size=24", "--batch_size=8", "--histogram_freq=0", "--nosave_model",
               "--verbose=2", "--format=json"]
@@ -170,11 +169,7 @@ def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
 
 
 def test_a_lost_peer_is_one_line_on_the_chief(tmp_path):
-  ports = []
-  for _ in range(2):
-    with socket.socket() as s:
-      s.bind(("127.0.0.1", 0))
-      ports.append(s.getsockname()[1])
+  ports = free_ports(2)
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
   procs = []
   for i in range(2):

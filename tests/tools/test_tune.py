@@ -3,11 +3,10 @@ resuming, keras-tuner's chief/worker mode on 127.0.0.1, and bad input."""
 
 import json
 import os
-import socket
 import time
 
 from tests.conftest import REPO, shared_data_dir, assert_figure
-from tests.tools import last_json, run_script, start_script
+from tests.tools import free_ports, last_json, run_script, start_script
 
 TUNE = str(REPO / "tools" / "tune.py")
 # Embedded digits at 24 px, three steps per trial: for the process-level tests.
@@ -65,14 +64,8 @@ def test_resume_runs_only_the_new_trials(tmp_path):
   assert sorted(t["values"]["squeeze_ratio"] for t in second.values()) == [0.125, 0.25, 1.0]
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_chief_and_two_workers_share_the_trials(tmp_path):
-  env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+  env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_ports()[0])}
   args = [*TINY, "--tuner=grid", f"--directory={tmp_path}",
           '--space={"squeeze_ratio": [0.125, 0.25, 0.5, 0.75], "batch_norm": true}']
   procs = {}

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import REPO, shared_data_dir
-from tests.tools import last_json, run_script, start_script
+from tests.tools import free_ports, last_json, run_script, start_script
 
 TRAIN = str(REPO / "tools" / "train.py")
 # A small, quick job on the embedded digits for the process-level tests.
@@ -57,9 +56,7 @@ def test_run_outputs(cifar_run):
 
 
 def test_tensorboard_serves_the_run(cifar_run):
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
+  port, = free_ports()
   proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", os.path.join(cifar_run.model_dir, "logs"),
                            "--host", "127.0.0.1", "--port", str(port), "--load_fast=false"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -99,18 +96,8 @@ def test_mirrored_on_two_logical_cpus(tmp_path):
   assert not (tmp_path / "saved_model").exists()  # --nosave_model; the folder loaded by its final weights
 
 
-def _free_ports(n):
-  socks = [socket.socket() for _ in range(n)]
-  for s in socks:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in socks]
-  for s in socks:
-    s.close()
-  return ports
-
-
 def test_multi_worker_mirrored_two_processes(tmp_path):
-  ports = _free_ports(2)
+  ports = free_ports(2)
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
   procs = []
   for i in range(2):
