@@ -13,7 +13,8 @@ For each MACs ratio (--ratios: fractions of the original MACs):
 Every model is scored by sqznet-evaluate on the 3,000 test photos. At the first ratio (2x) it also
 measures the speed of the channel-pruned model against the dense one, side by side in one process
 (alternating rounds; TF at batch 32 and 1, TFLite with XNNPACK at batch 1), and exports it with
-sqznet-export and checks the export with sqznet-verify-export.
+sqznet-export and checks the export with sqznet-verify-export. The speed part times every ratio's
+network beside the dense one (one-shot widths where the fine-tuning has not run: the same channels).
 
 Every step is resumable: a run folder continues where it stopped, and each finished step's result
 goes to the ledger (--ledger, committed), so that a fresh clone runs only what is missing. Writes
@@ -134,46 +135,70 @@ def run_scratch(ledger, ratio):
                     "minutes": round((time.time() - t) / 60, 1)})
 
 
+def oneshot(ratio):
+  """The network of `ratio` pruned without fine-tuning: the same widths as the fine-tuned one (the
+  channels are chosen on the shipped weights), for timing before the fine-tuning has run."""
+  out = os.path.join(FLAGS.out, f"oneshot_{key(ratio)}")
+  if not os.path.exists(os.path.join(out, "prune_summary.json")):
+    tool("prune_channels", "--weights=cifar10", f"--target_macs={ratio}", f"--criterion={FLAGS.criterion}",
+         f"--round_to={FLAGS.round_to}", f"--mode={FLAGS.mode}", f"--data={FLAGS.data}", *RECIPE_FLAGS,
+         "--epochs=0", "--latency_runs=0", f"--model_dir={out}", log=out + ".log")
+  return out
+
+
 def run_speed(ledger):
-  ch = ledger.get(f"channel_{key(FLAGS.ratios[0])}")
-  if ledger.get("speed") or not ch:
+  """The dense model and every ratio's network in one process, timed in alternating rounds. The
+  issue's target is on the first ratio; the others show how the speed-up grows with fewer MACs."""
+  if ledger.get("speed"):
     return
   import numpy as np  # pylint: disable=g-import-not-at-top
   from sqznet_tf import loading  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.analysis import analyze_model  # pylint: disable=g-import-not-at-top
   from sqznet_tf.compression import tflite  # pylint: disable=g-import-not-at-top
-  from sqznet_tf.pruning.channel_prune import latency_ms  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.inference import Predictor  # pylint: disable=g-import-not-at-top
   from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-  dense, _ = loading.load_model("cifar10")
-  pruned, _ = loading.load_model(ch["folder"])
+  folders = {"dense": "cifar10"}
+  for ratio in FLAGS.ratios:
+    ch = ledger.get(f"channel_{key(ratio)}")
+    folders[key(ratio)] = ch["folder"] if ch else oneshot(ratio)
+  models = {k: loading.load_model(f)[0] for k, f in folders.items()}
+  predictors = {k: Predictor(m) for k, m in models.items()}  # TF, batch norm folded as every binary runs it
+  rng = np.random.default_rng(0)
+  x32 = rng.uniform(-1, 1, (32, 32, 32, 3)).astype(np.float32)
+  x1 = x32[:1]
+  interpreters = {}
+  for k, m in models.items():
+    it = Interpreter(model_content=tflite.convert(m, "float32"), num_threads=os.cpu_count())
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x1)
+    interpreters[k] = it
 
-  def tflite_ms(interpreter, runs=200):
-    for _ in range(20):
-      interpreter.invoke()
+  def ms(fn, runs):
+    for _ in range(5):
+      fn()
     times = []
     for _ in range(runs):
       t = time.perf_counter()
-      interpreter.invoke()
+      fn()
       times.append(time.perf_counter() - t)
     return 1000 * statistics.median(times)
-  x = np.random.default_rng(0).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
-  interpreters = []
-  for m in (dense, pruned):
-    it = Interpreter(model_content=tflite.convert(m, "float32"), num_threads=os.cpu_count())
-    it.allocate_tensors()
-    it.set_tensor(it.get_input_details()[0]["index"], x)
-    interpreters.append(it)
-  rows = {"tf_b32": [], "tf_b1": [], "tflite_b1": []}
+  calls = {"tf_b32": (lambda k: lambda: predictors[k](x32), 15), "tf_b1": (lambda k: lambda: predictors[k](x1), 60),
+           "tflite_b1": (lambda k: interpreters[k].invoke, 200)}
+  rounds = {name: [] for name in calls}
   for _ in range(FLAGS.speed_rounds):
-    rows["tf_b32"].append([latency_ms(m, 32, 20) for m in (dense, pruned)])
-    rows["tf_b1"].append([latency_ms(m, 1, 50) for m in (dense, pruned)])
-    rows["tflite_b1"].append([tflite_ms(it) for it in interpreters])
-  result = {}
-  for k, pairs in rows.items():
-    ratios = [d / p for d, p in pairs]
-    result[k] = {"dense_ms": round(statistics.median(p[0] for p in pairs), 3),
-                 "pruned_ms": round(statistics.median(p[1] for p in pairs), 3),
-                 "speedup": round(statistics.median(ratios), 2), "speedup_range": [round(min(ratios), 2),
-                                                                               round(max(ratios), 2)]}
+    for name, (make, runs) in calls.items():
+      rounds[name].append({k: ms(make(k), runs) for k in models})
+  result = {"folders": folders, "rounds": FLAGS.speed_rounds,
+            "macs": {k: int(analyze_model(m).macs) for k, m in models.items()}}
+  for name, rows in rounds.items():
+    result[name] = {"dense_ms": round(statistics.median(r["dense"] for r in rows), 3)}
+    for k in folders:
+      if k == "dense":
+        continue
+      ratios = [r["dense"] / r[k] for r in rows]
+      result[name][k] = {"ms": round(statistics.median(r[k] for r in rows), 3),
+                         "speedup": round(statistics.median(ratios), 2),
+                         "speedup_range": [round(min(ratios), 2), round(max(ratios), 2)]}
   ledger.put("speed", result)
 
 
@@ -229,13 +254,17 @@ def report(ledger, dense):
           f"{cell(sc)} |")
   speed = ledger.get("speed")
   if speed:
-    print("\nSpeed at the first point, same process, alternating rounds (median, range of the per-round ratio):\n")
-    print("| runtime | dense ms | pruned ms | speed-up |")
-    print("|---|---|---|---|")
-    for k, v in speed.items():
-      if isinstance(v, dict):
-        print(f"| {k} | {v['dense_ms']} | {v['pruned_ms']} | {v['speedup']}x ({v['speedup_range'][0]}-"
-              f"{v['speedup_range'][1]}) |")
+    print(f"\nSpeed, dense and every point in one process, {speed['rounds']} alternating rounds (median; range of "
+          "the per-round ratio); points without a fine-tuned model timed one-shot (the same widths):\n")
+    keys = [k for k in speed["folders"] if k != "dense"]
+    print("| runtime | dense | " + " | ".join(f"{speed['macs']['dense'] / speed['macs'][k]:.2f}x fewer MACs"
+                                            for k in keys) + " |")
+    print("|---|---|" + "---|" * len(keys))
+    for name in ("tf_b32", "tf_b1", "tflite_b1"):
+      v = speed[name]
+      print(f"| {name} | {v['dense_ms']} ms | " + " | ".join(
+          f"{v[k]['ms']} ms, **{v[k]['speedup']}x** ({v[k]['speedup_range'][0]}-{v[k]['speedup_range'][1]})"
+          for k in keys) + " |")
   exp = ledger.get("export")
   if exp:
     print(f"\nExport of the first point verified: exit {exp['exit']}, failures: {exp['failures'] or 'none'}")
