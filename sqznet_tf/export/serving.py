@@ -73,14 +73,18 @@ class ServingModule(tf.Module):
 
   def __init__(self, model, preprocessing: Preprocessing, labels_path: str, top_k: int):
     super().__init__()
-    # Batch norm merged into the convolutions (sqznet_tf.inference.fold_batch_norm): one op fewer per
-    # conv in the served graph, the same outputs to float rounding.
-    model = fold_batch_norm(model)
     # The variables are saved, not the Keras model: tracking the model would make the SavedModel
     # writer trace every layer's call functions for Keras metadata that serving never reads
     # (measured: most of an export's time). The signatures call the model through a closure.
+    # `model_variables` are the model's own: what loading the export as a model form reads.
     self.model_variables = list(model.variables)
-    self._call_model = lambda x: model(x, training=False)
+    # The signatures run a copy with batch norm merged into the convolutions
+    # (sqznet_tf.inference.fold_batch_norm): one op fewer per conv, the same outputs to float
+    # rounding. A batch-norm model's export therefore holds its weights twice.
+    served = fold_batch_norm(model)
+    if served is not model:
+      self.served_variables = list(served.variables)
+    self._call_model = lambda x: served(x, training=False)
     self.p = preprocessing
     self.size = int(model.input_shape[1])
     self.top_k = int(top_k)

@@ -142,6 +142,11 @@ def test_export_and_verify_a_keras_model_and_a_sqz(forms):
   assert rows["saved_model:serving_default"]["max_abs_diff"] <= 1e-4 and not d["failures"]
   assert rows["tflite:model_float32"]["pass"] and rows["tflite:model_dynamic"]["pass"]  # dynamic: top-1 check
   assert rows["tflite:model_dynamic"]["check"].startswith("top-1 drop")
+  # The served graph runs the batch norms folded into the convolutions (sqznet_tf.inference).
+  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
+  graph = tf.saved_model.load(str(root / "exp_sqz" / "1")).signatures["serving_default"].graph.as_graph_def()
+  ops = [n.op for f in graph.library.function for n in f.node_def] + [n.op for n in graph.node]
+  assert "Conv2D" in ops and not [op for op in ops if op.startswith("FusedBatchNorm")]
   # The version folder itself is a model form too: it loads with the weights the export holds.
   r = run_tool("evaluate", f"--weights={root / 'exp_sqz' / '1'}", f"--data_dir={forms['test_dir']}",
                f"--limit={LIMIT}", "--format=json")
