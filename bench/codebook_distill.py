@@ -38,6 +38,7 @@ flags.DEFINE_float("temperature", 1.0, "Distillation temperature.")
 flags.DEFINE_float("learning_rate", 0.001, "Distillation learning rate (sqznet-compress --distill_learning_rate).")
 flags.DEFINE_integer("fisher_photos", 0, "Fisher-weighted sharing from this many photos "
                      "(sqznet-compress --distill_fisher_photos; 0: plain k-means).")
+flags.DEFINE_bool("reassign", False, "Codes move during distillation (sqznet-compress --distill_reassign).")
 flags.DEFINE_string("data", "../shared/data", "The shared data folder.")
 flags.DEFINE_string("out", "runs/codebook_distill", "Where the runs go.")
 flags.DEFINE_string("ledger", os.path.join(REPO, "bench", "results", "codebook_distill.json"),
@@ -79,7 +80,7 @@ def run_one(ledger, setting, train, test, folders):
   cmd = [sys.executable, os.path.join(REPO, "tools", "compress.py"), f"--weights={release()}", *setting_flags(setting),
          f"--distill_data={folders[train]}", f"--distill_epochs={FLAGS.epochs}",
          f"--distill_temperature={FLAGS.temperature}", f"--distill_learning_rate={FLAGS.learning_rate}",
-         f"--distill_fisher_photos={FLAGS.fisher_photos}",
+         f"--distill_fisher_photos={FLAGS.fisher_photos}", f"--distill_reassign={FLAGS.reassign}",
          f"--data_dir={folders[test]}", f"--labels={os.path.join(FLAGS.data, 'imagenet_sample', 'synset_words.txt')}",
          f"--work_dir={work}", f"--output={work}.sqz", "--format=json"]
   print(f"{name}: {' '.join(cmd[1:])}", flush=True)
@@ -131,6 +132,8 @@ def main(argv):
   settings = {"epochs": FLAGS.epochs, "temperature": FLAGS.temperature, "learning_rate": FLAGS.learning_rate}
   if FLAGS.fisher_photos:
     settings["fisher_photos"] = FLAGS.fisher_photos
+  if FLAGS.reassign:
+    settings["reassign"] = True
   ledger = Ledger(FLAGS.ledger, settings)
   if not FLAGS.report:
     folders = halves()

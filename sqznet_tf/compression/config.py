@@ -30,6 +30,10 @@ class DistillConfig:
       (the teacher's, from this many of the photos): the codes start where they matter; 0: plain
       k-means.
     mixup: blend each photo with another of its batch (the teacher labels the blend).
+    reassign: let the codes move too: each weight keeps a latent value (starting at the teacher's
+      weight) that takes the kernel's gradient as if it were the weight (straight-through) and
+      the weight takes the code of the shared value nearest to it after every step; zeros stay
+      zeros. Off: every code fixed, only the shared values train.
     work_dir: checkpoints, `distill.json` (settings and progress) and `distill_log.csv`.
     limit: use at most this many photos (the first in sorted order).
     seed: of the shuffling and augmentation.
@@ -44,6 +48,7 @@ class DistillConfig:
   augment: bool = True
   mixup: bool = False
   fisher_photos: int = 0
+  reassign: bool = False
   work_dir: str = "runs/compress/distill"
   limit: Optional[int] = None
   seed: int = 0

@@ -8,6 +8,8 @@ model before sharing) on unlabelled photos, by the Kullback-Leibler divergence o
 predictions at a temperature (Hinton et al., 2015). Every weight's code and every zero stay
 fixed, so the result is written as a `.sqz` like any other shared model; with so few trained
 numbers (26 layers x 64 values at 6 bits for SqueezeNet) a few hundred photos cannot be memorised.
+With `reassign` the codes move as well (straight-through latent weights, each mapped to the
+nearest shared value after every step); zeros stay zeros either way.
 
 - `DistillConfig`: data, epochs, optimiser and what else trains (biases and batch-norm offsets).
 - `distill(student, teacher, shared, cfg)`: the training loop (a compiled step: teacher and
@@ -217,12 +219,18 @@ def _codes_digest(shared: Dict[str, sharing.Shared]) -> str:
 
 
 class _Codebooks:
-  """Each coded layer's shared values as a trainable variable (entry 0, the zero, stays out)."""
+  """Each coded layer's shared values as a trainable variable (entry 0, the zero, stays out).
 
-  def __init__(self, model, shared: Dict[str, sharing.Shared]):
+  With `latent_kernels` (the teacher's kernels by layer name) the codes move too: each non-zero
+  weight keeps a latent value, in units of its layer's scale, that `reassign` maps to the code of
+  the nearest shared value.
+  """
+
+  def __init__(self, model, shared: Dict[str, sharing.Shared], latent_kernels: Optional[Dict[str, np.ndarray]] = None):
     by_name = {l.name: l for l in model.layers}
     self.names = list(shared)
     self.kernels, self.books, self.codes, self.scales, self.sizes = [], [], [], [], []
+    self.latents, self.masks = [], []
     for name in self.names:
       s = shared[name]
       kernel = by_name[name].kernel
@@ -234,8 +242,16 @@ class _Codebooks:
       self.kernels.append(kernel)
       self.scales.append(scale)
       self.sizes.append(int(s.codebook.size))
-      self.codes.append(tf.constant(s.codes.reshape(-1).astype(np.int32)))
+      codes = s.codes.reshape(-1).astype(np.int32)
       self.books.append(tf.Variable(s.codebook[1:].astype(np.float32) / scale, name=f"{name}_codebook"))
+      if latent_kernels is None:
+        self.codes.append(tf.constant(codes))
+        continue
+      mask = codes != 0
+      start = np.asarray(latent_kernels[name], np.float32).reshape(-1) / np.float32(scale)
+      self.codes.append(tf.Variable(codes, trainable=False, name=f"{name}_codes"))
+      self.masks.append(tf.constant(mask))
+      self.latents.append(tf.Variable(np.where(mask, start, 0).astype(np.float32), name=f"{name}_latent"))
 
   def gradients(self, kernel_grads) -> list:
     """d loss / d (scaled shared value): the sum over the weights that share it."""
@@ -245,13 +261,26 @@ class _Codebooks:
       out.append(summed[1:] * scale)
     return out
 
+  def latent_gradients(self, kernel_grads) -> list:
+    """Straight-through: each latent value takes its weight's gradient (pruned positions none)."""
+    return [tf.where(mask, tf.reshape(g, [-1]) * scale, 0.0)
+            for g, mask, scale in zip(kernel_grads, self.masks, self.scales)]
+
+  def reassign(self) -> None:
+    """Every non-zero weight takes the code of the shared value nearest to its latent value."""
+    for latent, mask, book, codes in zip(self.latents, self.masks, self.books, self.codes):
+      order = tf.argsort(book)
+      ranked = tf.gather(book, order)
+      nearest = tf.gather(order, tf.searchsorted((ranked[1:] + ranked[:-1]) / 2, latent))
+      codes.assign(tf.where(mask, tf.cast(nearest, tf.int32) + 1, 0))
+
   def write_kernels(self) -> None:
     for kernel, book, codes, scale in zip(self.kernels, self.books, self.codes, self.scales):
       full = tf.concat([tf.zeros([1], tf.float32), book * scale], axis=0)
       kernel.assign(tf.reshape(tf.gather(full, codes), kernel.shape))
 
   def shared(self) -> Dict[str, sharing.Shared]:
-    """The trained codebooks with the (unchanged) codes. A value that became exactly 0.0 is nudged
+    """The trained codebooks with the codes (unchanged unless reassigned). A value that became exactly 0.0 is nudged
     to the smallest positive float32, so no weight turns into a pruned one."""
     out = {}
     for name, book, codes, kernel, scale in zip(self.names, self.books, self.codes, self.kernels, self.scales):
@@ -300,7 +329,11 @@ def distill(student, teacher, shared: Dict[str, sharing.Shared], cfg: DistillCon
                         "use another --work_dir or remove it")
     done = int(state.get("epochs_done", 0))
 
-  books = _Codebooks(student, shared)
+  teacher_kernels = None
+  if cfg.reassign:
+    by_name = {l.name: l for l in teacher.layers}
+    teacher_kernels = {name: by_name[name].kernel.numpy() for name in shared}
+  books = _Codebooks(student, shared, teacher_kernels)
   offsets = _offsets(student, books.names) if cfg.train_offsets else []
   if images is None:
     images = load_images(image_files(cfg.data, cfg.limit), prep, log)
@@ -311,7 +344,11 @@ def distill(student, teacher, shared: Dict[str, sharing.Shared], cfg: DistillCon
   opt = adam(cfg.learning_rate)
   # Offsets step in absolute units: the rate times the mean weight scale of the coded layers.
   offset_opt = adam(cfg.learning_rate * (float(np.mean(books.scales)) if books.scales else 1.0))
-  ckpt = tf.train.Checkpoint(books=books.books, offsets=offsets, optimizer=opt, offset_optimizer=offset_opt)
+  parts = dict(books=books.books, offsets=offsets, optimizer=opt, offset_optimizer=offset_opt)
+  if cfg.reassign:
+    latent_opt = adam(cfg.learning_rate)
+    parts.update(latents=books.latents, codes=books.codes, latent_optimizer=latent_opt)
+  ckpt = tf.train.Checkpoint(**parts)
   manager = tf.train.CheckpointManager(ckpt, os.path.join(cfg.work_dir, "ckpt"), max_to_keep=1)
   if done and manager.latest_checkpoint:
     ckpt.restore(manager.latest_checkpoint).expect_partial()
@@ -342,6 +379,9 @@ def distill(student, teacher, shared: Dict[str, sharing.Shared], cfg: DistillCon
         loss += feature_weight * feature_loss(tf_, s_features(x, training=False))
     grads = tape.gradient(loss, books.kernels + offsets)
     opt.apply_gradients(zip(books.gradients(grads[:len(books.kernels)]), books.books))
+    if books.latents:
+      latent_opt.apply_gradients(zip(books.latent_gradients(grads[:len(books.kernels)]), books.latents))
+      books.reassign()
     if offsets:
       offset_opt.apply_gradients(zip(grads[len(books.kernels):], offsets))
     books.write_kernels()
@@ -357,7 +397,8 @@ def distill(student, teacher, shared: Dict[str, sharing.Shared], cfg: DistillCon
       f.write("epoch,train_loss,train_agreement,loss,agreement,seconds\n")
       f.write(f"0,,,{start_loss:.5f},{start_agree:.4f},0\n")
     log(f"distillation: {len(images)} photos, {sum(int(b.shape[0]) for b in books.books)} shared values"
-        f"{f' and {sum(int(np.prod(o.shape)) for o in offsets)} offsets' if offsets else ''} trained; "
+        f"{f' and {sum(int(np.prod(o.shape)) for o in offsets)} offsets' if offsets else ''} trained"
+        f"{', codes moving' if cfg.reassign else ''}; "
         f"divergence from the teacher {start_loss:.4f}, top-1 agreement {start_agree:.2%} (centre crops)")
   from sqznet_tf import reporting  # pylint: disable=g-import-not-at-top  (progress bar of the epochs)
   for epoch in range(done + 1, cfg.epochs + 1):

@@ -123,7 +123,8 @@ def test_widths_to_a_byte_budget_with_distillation(tmp_path):
   out = tmp_path / "small.sqz"
   r = run("compress", "--model=squeezenet_v1_1_cifar", "--weights=cifar10", f"--data_dir={test_dir}", "--limit=100",
           f"--distill_data={photos}", "--distill_epochs=1", "--max_bytes=400000", "--widths=3,6",
-          "--budget_photos=16", "--distill_fisher_photos=8", f"--work_dir={tmp_path / 'work'}", f"--output={out}", "--format=json")
+          "--budget_photos=16", "--distill_fisher_photos=8", "--distill_reassign", f"--work_dir={tmp_path / 'work'}",
+          f"--output={out}", "--format=json")
   assert r.returncode == 0, r.stderr
   d = last_json(r.stdout)
   loaded, shared, distilled, encoded = d["stages"]
@@ -137,7 +138,7 @@ def test_widths_to_a_byte_budget_with_distillation(tmp_path):
   for name, w in widths.items():  # each layer holds at most 2^w - 1 shared non-zero values
     k = c.tensors[(name, 0)]
     assert np.unique(k[k != 0]).size <= 2 ** w - 1, name
-  assert "distill epoch 1/1" in r.stderr and "chosen widths" in r.stderr
+  assert "distill epoch 1/1" in r.stderr and "chosen widths" in r.stderr and "codes moving" in r.stderr
   assert "Fisher information of 26 kernels from 8 photos" in r.stderr and "Fisher-weighted" in r.stderr
   # Bad distillation flags: one line, nothing written.
   bad = tmp_path / "bad.sqz"
