@@ -39,6 +39,7 @@ flags.DEFINE_float("learning_rate", 0.001, "Distillation learning rate (sqznet-c
 flags.DEFINE_integer("fisher_photos", 0, "Fisher-weighted sharing from this many photos "
                      "(sqznet-compress --distill_fisher_photos; 0: plain k-means).")
 flags.DEFINE_bool("reassign", False, "Codes move during distillation (sqznet-compress --distill_reassign).")
+flags.DEFINE_float("reassign_rate", None, "Latent step with --reassign (sqznet-compress --distill_reassign_rate).")
 flags.DEFINE_string("data", "../shared/data", "The shared data folder.")
 flags.DEFINE_string("out", "runs/codebook_distill", "Where the runs go.")
 flags.DEFINE_string("ledger", os.path.join(REPO, "bench", "results", "codebook_distill.json"),
@@ -81,6 +82,7 @@ def run_one(ledger, setting, train, test, folders):
          f"--distill_data={folders[train]}", f"--distill_epochs={FLAGS.epochs}",
          f"--distill_temperature={FLAGS.temperature}", f"--distill_learning_rate={FLAGS.learning_rate}",
          f"--distill_fisher_photos={FLAGS.fisher_photos}", f"--distill_reassign={FLAGS.reassign}",
+         *([f"--distill_reassign_rate={FLAGS.reassign_rate}"] if FLAGS.reassign_rate else []),
          f"--data_dir={folders[test]}", f"--labels={os.path.join(FLAGS.data, 'imagenet_sample', 'synset_words.txt')}",
          f"--work_dir={work}", f"--output={work}.sqz", "--format=json"]
   print(f"{name}: {' '.join(cmd[1:])}", flush=True)
@@ -134,6 +136,8 @@ def main(argv):
     settings["fisher_photos"] = FLAGS.fisher_photos
   if FLAGS.reassign:
     settings["reassign"] = True
+    if FLAGS.reassign_rate:
+      settings["reassign_rate"] = FLAGS.reassign_rate
   ledger = Ledger(FLAGS.ledger, settings)
   if not FLAGS.report:
     folders = halves()

@@ -94,6 +94,8 @@ flags.DEFINE_integer("distill_fisher_photos", 0, "Fisher-weighted sharing: weigh
 flags.DEFINE_bool("distill_reassign", False, "Let the codes move during distillation too: each weight keeps a "
                   "latent value trained straight-through and takes the code of the nearest shared value "
                   "after every step (zeros stay zeros). Off: every code fixed.")
+flags.DEFINE_float("distill_reassign_rate", None, "With --distill_reassign: Adam step of the latent values in units "
+                   "of each layer's weight scale (default: --distill_learning_rate); larger moves more codes.")
 flags.DEFINE_integer("distill_limit", None, "Use at most this many distillation photos (first in sorted order).",
                      lower_bound=1)
 flags.DEFINE_integer("max_bytes", None, "Choose each layer's code width (from --widths) so that the .sqz file "
@@ -122,6 +124,7 @@ def main(argv):
       train_offsets=FLAGS.distill_offsets, feature_weight=FLAGS.distill_feature_weight,
       augment=FLAGS.distill_augment, mixup=FLAGS.distill_mixup,
       fisher_photos=FLAGS.distill_fisher_photos, reassign=FLAGS.distill_reassign,
+      reassign_rate=FLAGS.distill_reassign_rate,
       work_dir=os.path.join(FLAGS.work_dir, "distill"), limit=FLAGS.distill_limit) if FLAGS.distill_data else None
   fmt = FLAGS.output_format or ("net" if FLAGS.output and FLAGS.output.endswith(".net") else "sqz")
   cfg = CompressConfig(

@@ -34,6 +34,8 @@ class DistillConfig:
       weight) that takes the kernel's gradient as if it were the weight (straight-through) and
       the weight takes the code of the shared value nearest to it after every step; zeros stay
       zeros. Off: every code fixed, only the shared values train.
+    reassign_rate: Adam step of the latent values, in weight-scale units like `learning_rate`
+      (None: `learning_rate`). The larger, the more codes move.
     work_dir: checkpoints, `distill.json` (settings and progress) and `distill_log.csv`.
     limit: use at most this many photos (the first in sorted order).
     seed: of the shuffling and augmentation.
@@ -49,6 +51,7 @@ class DistillConfig:
   mixup: bool = False
   fisher_photos: int = 0
   reassign: bool = False
+  reassign_rate: Optional[float] = None
   work_dir: str = "runs/compress/distill"
   limit: Optional[int] = None
   seed: int = 0
@@ -69,6 +72,9 @@ class DistillConfig:
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
         raise SqznetError(f"distill {name}={v!r} is not accepted; expected a number > 0")
+    if self.reassign_rate is not None and (isinstance(self.reassign_rate, bool) or
+                                           not isinstance(self.reassign_rate, (int, float)) or not self.reassign_rate > 0):
+      raise SqznetError(f"distill reassign_rate={self.reassign_rate!r} is not accepted; expected a number > 0")
     if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
       raise SqznetError(f"distill limit={self.limit!r} is not accepted; expected a positive integer")
 

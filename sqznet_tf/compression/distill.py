@@ -346,7 +346,7 @@ def distill(student, teacher, shared: Dict[str, sharing.Shared], cfg: DistillCon
   offset_opt = adam(cfg.learning_rate * (float(np.mean(books.scales)) if books.scales else 1.0))
   parts = dict(books=books.books, offsets=offsets, optimizer=opt, offset_optimizer=offset_opt)
   if cfg.reassign:
-    latent_opt = adam(cfg.learning_rate)
+    latent_opt = adam(cfg.reassign_rate or cfg.learning_rate)
     parts.update(latents=books.latents, codes=books.codes, latent_optimizer=latent_opt)
   ckpt = tf.train.Checkpoint(**parts)
   manager = tf.train.CheckpointManager(ckpt, os.path.join(cfg.work_dir, "ckpt"), max_to_keep=1)

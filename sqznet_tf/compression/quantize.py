@@ -5,7 +5,7 @@ CeilMaxPool2D and LRN) stay float through a no-op QuantizeConfig. `qat_tflite` t
 data spec and converts it. Post-training quantization is `sqznet_tf.compression.tflite.convert`.
 """
 
-from sqznet_tf._keras import keras, tf, tfmot
+from sqznet_tf._keras import keras, tfmot
 from sqznet_tf.compression import tflite
 from sqznet_tf.data import pipeline as data_pipeline
 from sqznet_tf.errors import SqznetError
