@@ -68,13 +68,12 @@ class DistillConfig:
     if isinstance(self.feature_weight, bool) or not isinstance(self.feature_weight, (int, float)) \
         or self.feature_weight < 0:
       raise SqznetError(f"distill feature_weight={self.feature_weight!r} is not accepted; expected a number >= 0")
-    for name in ("learning_rate", "temperature"):
+    for name in ("learning_rate", "temperature", "reassign_rate"):
       v = getattr(self, name)
+      if v is None and name == "reassign_rate":
+        continue
       if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
         raise SqznetError(f"distill {name}={v!r} is not accepted; expected a number > 0")
-    if self.reassign_rate is not None and (isinstance(self.reassign_rate, bool) or
-                                           not isinstance(self.reassign_rate, (int, float)) or not self.reassign_rate > 0):
-      raise SqznetError(f"distill reassign_rate={self.reassign_rate!r} is not accepted; expected a number > 0")
     if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
       raise SqznetError(f"distill limit={self.limit!r} is not accepted; expected a positive integer")
 
