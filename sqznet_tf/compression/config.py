@@ -74,6 +74,9 @@ class DistillConfig:
         continue
       if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
         raise SqznetError(f"distill {name}={v!r} is not accepted; expected a number > 0")
+    if self.reassign_rate is not None and not self.reassign:
+      raise SqznetError(f"distill reassign_rate={self.reassign_rate!r} is not accepted without "
+                        "reassign=True (--distill_reassign): the rate moves the codes, which stay fixed otherwise")
     if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
       raise SqznetError(f"distill limit={self.limit!r} is not accepted; expected a positive integer")
 

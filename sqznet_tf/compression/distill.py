@@ -335,9 +335,9 @@ def distill(student, teacher, shared: Dict[str, sharing.Shared], cfg: DistillCon
     teacher_kernels = {name: by_name[name].kernel.numpy() for name in shared}
   books = _Codebooks(student, shared, teacher_kernels)
   offsets = _offsets(student, books.names) if cfg.train_offsets else []
-  if images is None:
-    images = load_images(image_files(cfg.data, cfg.limit), prep, log)
-  steps = -(-len(images) // cfg.batch_size)
+  # The schedule's length counts the files (unreadable ones too), so a finished run returns without decoding them.
+  files = image_files(cfg.data, cfg.limit) if images is None else None
+  steps = -(-(len(files) if images is None else len(images)) // cfg.batch_size)
 
   def adam(rate):  # cosine decay of the rate over the whole run
     return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(rate, max(1, steps * cfg.epochs)))
@@ -358,6 +358,8 @@ def distill(student, teacher, shared: Dict[str, sharing.Shared], cfg: DistillCon
     done = 0
   if done >= cfg.epochs:
     return books.shared()
+  if images is None:  # decoded only when there is training left to do
+    images = load_images(files, prep, log)
 
   s_logits, s_is_logits = logits_model(student)
   t_logits, t_is_logits = logits_model(teacher)

@@ -154,6 +154,8 @@ def test_config_rejects_bad_distillation_settings(photos, tmp_path):
       (CompressConfig(distill=DistillConfig(data=str(photos), temperature=0)), "temperature=0 is not accepted"),
       (CompressConfig(distill=DistillConfig(data=str(photos), reassign=True, reassign_rate=-1.0)),
        "reassign_rate=-1.0 is not accepted"),
+      (CompressConfig(distill=DistillConfig(data=str(photos), reassign_rate=0.01)),
+       "reassign_rate=0.01 is not accepted without reassign=True"),
       (CompressConfig(max_bytes=1000, output="x.sqz"), "give --distill_data"),
       (CompressConfig(max_bytes=0, distill=d, output="x.sqz"), "max_bytes=0 is not accepted"),
       (CompressConfig(max_bytes=1000, distill=d), "give --output"),
