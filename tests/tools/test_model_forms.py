@@ -64,12 +64,15 @@ def test_the_compress_run_folder_loads_as_its_sqz(forms):
 
 
 def test_eight_bit_sharing_changes_only_near_ties(forms):
-  """8-bit sharing moves no probability by more than 0.05, and changes the top-1 class of a photo
-  only where the dense model's top two classes were within 0.05 of each other.
+  """8-bit sharing moves probabilities by little (mean change under 0.005, none over 0.035), and
+  changes the top-1 class of a photo only where the dense model's top two classes were within
+  0.05 of each other.
 
-  Per photo rather than as a top-1 difference: this 4-epoch model decides many photos by a hair
-  (measured on 500 test photos: 8 flipped, every one with a dense margin under 0.01, largest
-  probability change 0.023), so on 100 photos its top-1 moved by 0 to 3 photos from run to run.
+  Per photo rather than as a top-1 difference or a count of changed classes: this 4-epoch model
+  decides many photos by a hair. Measured on 500 test photos: 8 flipped, every one with a dense
+  margin under 0.01, largest probability change 0.023. Another training of the fixture (2026-12-04):
+  35 of the first 100 photos within 0.05 of a tie, 7 of them flipped (margins 0.001-0.031), mean
+  change 0.0014, largest 0.018; on 500 photos 12 flipped, mean 0.0013, largest 0.021.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
   from sqznet_tf import loading  # pylint: disable=g-import-not-at-top
@@ -81,11 +84,11 @@ def test_eight_bit_sharing_changes_only_near_ties(forms):
   x = np.stack([prep(open(path, "rb").read()) for path, _ in files])
   p_dense = dense.predict_on_batch(x)
   p_shared = shared.predict_on_batch(x)
-  assert float(np.max(np.abs(p_dense - p_shared))) <= 0.05
+  change = np.abs(p_dense - p_shared)
+  assert float(np.mean(change)) <= 0.005 and float(np.max(change)) <= 0.035, (np.mean(change), np.max(change))
   top2 = np.sort(p_dense, axis=1)[:, -2:]
   flipped = np.argmax(p_dense, axis=1) != np.argmax(p_shared, axis=1)
   assert np.all(top2[flipped, 1] - top2[flipped, 0] < 0.05), (top2[flipped], np.flatnonzero(flipped))
-  assert flipped.sum() <= 5, flipped.sum()
 
 
 def test_predict_names_cifar_classes_from_a_sqz(forms):
