@@ -18,7 +18,9 @@ from sqznet_tf.pruning.channels import channel_units, shrink, width_overrides
 
 NETWORKS = [("squeezenet_v1_0", {}), ("squeezenet_v1_0_simple_bypass", {}), ("squeezenet_v1_0_complex_bypass", {}),
             ("squeezenet_v1_1", {"batch_norm": True}), ("squeezenet_v1_1_simple_bypass", {"batch_norm": True}),
-            ("squeezenet_v1_1_cifar", {}), ("alexnet", {}), ("alexnet_owt", {})]
+            ("squeezenet_v1_1_cifar", {}),
+            # fc6/fc7 at 64 units: the same Flatten period and grouped convolutions, not 37 M weights in fc6
+            ("alexnet", {"fc_units": 64}), ("alexnet_owt", {"fc_units": 64})]
 
 
 SIZES = {"alexnet": 227, "alexnet_owt": 224}  # the classifier needs their 6x6 pool5 map
@@ -78,8 +80,7 @@ def test_a_zeroed_unit_makes_its_readers_irrelevant_and_removing_it_keeps_the_lo
     assert tied, "a bypass addition ties channels of both its inputs"
   # Units spread over the network (and a tied one) whose readers matter (control: overwriting
   # their input slices moves the output); random weights leave some channels dead behind a ReLU.
-  picks = 4 if name.startswith("alexnet") else 12  # an AlexNet unit touches fc6's 37 M weights
-  spread = units[::max(1, len(units) // picks)] + tied[::max(1, len(tied) // 4)]
+  spread = units[::max(1, len(units) // 12)] + tied[::max(1, len(tied) // 4)]
   live = []
   for unit in spread:
     before = _snapshot(model, unit)
@@ -120,7 +121,7 @@ def _check_removal(name, overrides, model, x, units):
   """Zeroed units removed: a smaller network of the same family (its widths as config data) with the
   same logits, whose parameters and MACs are what the cost model predicted and what the registry
   builds from the pruned config."""
-  drop = list(range(1, len(units), 97 if name.startswith("alexnet") else 3))  # fc6 has 37 M weights
+  drop = list(range(1, len(units), 3))
   for i in drop:
     _zero(model, units[i])
   zeroed = model.predict_on_batch(x)
@@ -131,7 +132,7 @@ def _check_removal(name, overrides, model, x, units):
   cost = analyze_model(pruned)
   assert CostModel(model, units).cost(drop) == {"params": cost.params, "macs": cost.macs}
   rebuilt = sqznet_tf.get_model(name, classes=10, input_shape=model.input_shape[1:], classifier_activation=None,
-                                **overrides, **width_overrides(pruned_config))
+                                **{**overrides, **width_overrides(pruned_config)})
   assert [w.shape for w in rebuilt.weights] == [w.shape for w in pruned.weights]
   assert analyze_model(rebuilt).macs == cost.macs
 
