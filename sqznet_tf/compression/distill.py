@@ -369,7 +369,9 @@ def distill(student, teacher, shared: Dict[str, sharing.Shared], cfg: DistillCon
   feature_weight = float(cfg.feature_weight)
   temperature = float(cfg.temperature)
 
-  @tf.function
+  crop = int(prep.crop_size)  # one trace for every batch, the short last one too
+
+  @tf.function(input_signature=[tf.TensorSpec([None, crop, crop, 3], tf.float32)])
   def step(x):
     t = as_logits(t_logits(x, training=False), t_is_logits)
     if matched:
