@@ -337,7 +337,7 @@ def distill(student, teacher, shared: Dict[str, sharing.Shared], cfg: DistillCon
   offsets = _offsets(student, books.names) if cfg.train_offsets else []
   # The schedule's length counts the files (unreadable ones too), so a finished run returns without decoding them.
   files = image_files(cfg.data, cfg.limit) if images is None else None
-  steps = -(-(len(files) if images is None else len(images)) // cfg.batch_size)
+  steps = -(-len(files if images is None else images) // cfg.batch_size)
 
   def adam(rate):  # cosine decay of the rate over the whole run
     return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(rate, max(1, steps * cfg.epochs)))
