@@ -22,8 +22,8 @@ Examples:
       --bits=6 --output=/tmp/squeezenet_6bit.sqz \\
       --data_dir=../shared/data/imagenet_sample/images --labels=../shared/data/imagenet_sample/synset_words.txt
   sqznet-compress --weights=../shared/data/squeezenet_v1_0_deep_compression/compressed_SqueezeNet.net \\
-      --max_bytes=409600 --distill_data=../shared/data/imagenet_sample/images --distill_epochs=8 \\
-      --output=/tmp/squeezenet_400k.sqz
+      --max_bytes=409600 --distill_data=../shared/data/imagenet_sample/images --distill_reassign \\
+      --distill_temperature=2 --distill_fisher_photos=128 --output=/tmp/squeezenet_400k.sqz
   sqznet-compress --model=squeezenet_v1_1 --batch_norm --weights=runs/demo/phase3_dense \\
       --train_data=embedded --prune --sparsity=0.8 --prune_epochs=1 --bits=4 --cluster_epochs=1 \\
       --output=/tmp/digits.sqz
