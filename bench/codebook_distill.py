@@ -125,6 +125,17 @@ def report(ledger):
         "change vs release | agreement with release | minutes |")
   print("|---|---|---|---|---|---|---|---|")
   print("\n".join(rows))
+  alls = [(s, ledger.get(f"{s}_all_all")) for s in FLAGS.settings if ledger.get(f"{s}_all_all")]
+  if alls:
+    print("\nIn-sample, for reference (distilled on all 500 photos and scored on the same 500):\n")
+    print("| setting | file bytes | release top-1 | k-means top-1 | distilled top-1 / top-5 | change vs release | "
+          "agreement with release | minutes |")
+    print("|---|---|---|---|---|---|---|---|")
+    for s, r in alls:
+      print(f"| {s if s.startswith('max') else s + ' bits'} | {r['bytes']:,} | {r['release_top1']:.1%} | "
+            f"{r['kmeans_top1']:.1%} | {r['distilled_top1']:.1%} / {r['distilled_top5']:.1%} | "
+            f"{100 * (r['distilled_top1'] - r['release_top1']):+.1f} | {r['kmeans_agree']:.1%} -> "
+            f"{r['distilled_agree']:.1%} | {r['minutes']} |")
   cpus = {r.get("cpu") for r in ledger.records.values()}
   print(f"\nCPU: {', '.join(sorted(c for c in cpus if c))}")
 
