@@ -57,6 +57,8 @@ flags.DEFINE_integer("steps_per_execution", None, "Training steps per call into 
 flags.DEFINE_list("train_sizes", ["64", "224"], "Image sizes of the training measurements.")
 flags.DEFINE_string("tf_mode", "function", "TF inference mode: function, predict_on_batch or predict.")
 flags.DEFINE_string("train_mode", "fit", "TF training mode: fit or step.")
+flags.DEFINE_bool("pointwise_matmul", True, "TF training: 1x1 convolutions as matrix products, as train() "
+                  "runs them (--nopointwise_matmul: as Conv2D).")
 flags.DEFINE_integer("inter_threads", 0, "TF inter-op threads (0: TensorFlow's default).")
 flags.DEFINE_string("release", os.path.join(REPO, "..", "shared", "data", "squeezenet_v1_0_deep_compression",
                                             "compressed_SqueezeNet.net"), "The pruned model for the sparsity part.")
@@ -101,7 +103,7 @@ def paired(tf_worker, torch_worker, per_call, **req):
     a = statistics.median(tf_worker.ask(**req)["seconds"])
     tf_s.append(a)
     if torch_worker:
-      torch_req = {k: v for k, v in req.items() if k not in ("mode", "steps_per_execution", "cache_dir")}
+      torch_req = {k: v for k, v in req.items() if k not in ("mode", "steps_per_execution", "cache_dir", "pointwise")}
       if torch_req["task"] == "predictor":  # torchvision's side of it: the same eager inference
         torch_req["task"] = "infer"
       b = statistics.median(torch_worker.ask(**torch_req)["seconds"])
@@ -174,7 +176,8 @@ def main(argv):
           try:
             results["train"][f"{m}@{size}"] = paired(tf_w, torch_w, 32, task="train", model=m, batch=32, size=size,
                                                      iters=8 if size == 224 else 48, mode=FLAGS.train_mode,
-                                                     steps_per_execution=FLAGS.steps_per_execution)
+                                                     steps_per_execution=FLAGS.steps_per_execution,
+                                                     pointwise=FLAGS.pointwise_matmul)
           except RuntimeError as e:  # alexnet_owt has no 64 px form (fc6 needs a 6x6 pool5 map)
             results["train"][f"{m}@{size}"] = {"error": str(e)}
     if "portable" in FLAGS.parts or "sparsity" in FLAGS.parts:

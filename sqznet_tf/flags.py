@@ -392,6 +392,8 @@ def define_train_flags(model: str = "squeezenet_v1_1", **optimisation) -> None:
                        "to Python; progress and per-batch callbacks update once per group). Default: 8 in runs of "
                        "2,000 steps or more (grouping costs one more trace of the step, repaid over a long run), "
                        "else 1. Pruning and clustering phases run 1.", lower_bound=1)
+  flags.DEFINE_bool("pointwise_matmul", True, "Run every 1x1 convolution as one matrix product while training "
+                    "(same numbers to float round-off, faster on CPUs); the model keeps its Conv2D layers.")
   flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
                     "Distribution strategy; multi_worker_mirrored reads TF_CONFIG.")
   flags.DEFINE_string("tpu", None, "TPU address or name for --strategy=tpu ('local' on a TPU VM).")
@@ -449,7 +451,8 @@ def train_config_from_flags(**changes):
       learning_rate=f.learning_rate, momentum=f.momentum, lr_schedule=f.lr_schedule,
       warmup_epochs=f.warmup_epochs, weight_decay=f.weight_decay, label_smoothing=f.label_smoothing,
       dropout=f.dropout, seed=f.seed, init_weights=f.init_weights, mixed_precision=f.mixed_precision,
-      jit_compile=f.jit_compile, steps_per_execution=f.steps_per_execution, strategy=f.strategy, tpu=f.tpu,
+      jit_compile=f.jit_compile, steps_per_execution=f.steps_per_execution,
+      pointwise_matmul=f.pointwise_matmul, strategy=f.strategy, tpu=f.tpu,
       cpu_devices=f.cpu_devices, model_dir=f.model_dir, histogram_freq=f.histogram_freq, save_model=f.save_model,
       verbose=f.verbose)
   values.update(changes)

@@ -31,7 +31,7 @@ from sqznet_tf.data import pipeline
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.formats.metadata import write_info
 from sqznet_tf.io import write_atomic, write_json_atomic
-from sqznet_tf.models import build, get_config
+from sqznet_tf.models import build, get_config, pointwise
 from sqznet_tf.reporting import progress
 from sqznet_tf.training import wrappers
 from sqznet_tf.training import callbacks as cb
@@ -240,8 +240,9 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
     ] + (list(extra_callbacks(out_dir)) if extra_callbacks else [])
     start = time.time()
     try:
-      model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds,
-                validation_steps=val_steps, callbacks=callbacks, verbose=config.verbose)
+      with pointwise.pointwise_as_matmul(model, config.pointwise_matmul):
+          model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds,
+                  validation_steps=val_steps, callbacks=callbacks, verbose=config.verbose)
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError,
             tf.errors.CancelledError) as e:
       if not multi_worker:

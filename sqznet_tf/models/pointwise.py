@@ -1,0 +1,82 @@
+"""1x1 convolutions run as one matrix product each, for training.
+
+A 1x1 convolution with stride 1 is a matrix product of the (batch * height * width, in) map with
+the (in, out) kernel. TensorFlow's oneDNN convolution path pays for it in training: the kernel is
+reordered to a blocked layout for the forward pass and again for the backward pass, and the filter
+gradient of a 1x1 convolution is computed by a kernel that is slower than its forward (oneDNN's
+verbose log of one SqueezeNet v1.1 step at 64 px, batch 32: 10.2 ms for the 17 filter gradients
+against 4.4 ms forward, plus 71 weight reorders). As a matrix product, the forward and both
+gradients are plain GEMMs on the layout the tensors already have. Same numbers (float round-off
+only), same variables, same layer classes and configs: only the call changes, and only while
+`pointwise_as_matmul` is active, so exported graphs keep their convolutions.
+
+Measured in BENCHMARKS.md ("Training: 1x1 convolutions as matrix products").
+"""
+
+import contextlib
+from typing import Iterator, List
+
+from sqznet_tf._keras import keras, tf
+
+
+def _eligible(layer) -> bool:
+  return (type(layer) is keras.layers.Conv2D and tuple(layer.kernel_size) == (1, 1)  # pylint: disable=unidiomatic-typecheck
+          and tuple(layer.strides) == (1, 1) and tuple(layer.dilation_rate) == (1, 1)
+          and getattr(layer, "groups", 1) == 1 and layer.data_format == "channels_last")
+
+
+def pointwise_layers(model) -> List:
+  """The plain 1x1, stride-1, ungrouped Conv2D layers of `model`, also inside tfmot's wrappers."""
+  found = []
+
+  def visit(layer):
+    inner = getattr(layer, "layer", None)  # PruneLowMagnitude, ClusterWeights, QuantizeWrapper
+    if inner is not None and isinstance(inner, keras.layers.Layer):
+      visit(inner)
+    elif isinstance(layer, keras.Model):
+      for sub in layer.layers:
+        visit(sub)
+    elif _eligible(layer):
+      found.append(layer)
+
+  for layer in model.layers:
+    visit(layer)
+  return found
+
+
+def _matmul_op(inputs, kernel):
+  cin, cout = int(kernel.shape[-2]), int(kernel.shape[-1])
+  flat = tf.reshape(inputs, [-1, cin])
+  out = tf.linalg.matmul(flat, tf.reshape(kernel, [cin, cout]))
+  h, w = inputs.shape[1], inputs.shape[2]
+  if h is not None and w is not None:
+    return tf.reshape(out, [-1, h, w, cout])
+  return tf.reshape(out, tf.concat([tf.shape(inputs)[:-1], [cout]], 0))
+
+
+def use_matmul(layers) -> None:
+  """Calls of these 1x1 Conv2D layers traced from now on compute a matrix product."""
+  for layer in layers:
+    layer.convolution_op = _matmul_op  # an instance attribute: the class and its config are untouched
+
+
+def use_convolution(layers) -> None:
+  """Undoes `use_matmul`."""
+  for layer in layers:
+    if "convolution_op" in layer.__dict__:
+      del layer.convolution_op
+
+
+@contextlib.contextmanager
+def pointwise_as_matmul(model, enabled: bool = True) -> Iterator[int]:
+  """While active, every 1x1 convolution of `model` runs as a matrix product; yields how many.
+
+  Functions traced inside (Keras' train and test steps) keep the matrix products after the block;
+  calls traced afterwards use the convolutions again.
+  """
+  layers = pointwise_layers(model) if enabled else []
+  use_matmul(layers)
+  try:
+    yield len(layers)
+  finally:
+    use_convolution(layers)
