@@ -133,7 +133,8 @@ def main(argv):
   results = {"machine": dict(reporting.machine(), python=platform.python_version()),
              "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv),
              "settings": {"threads": FLAGS.threads, "reps": FLAGS.reps, "tf_mode": FLAGS.tf_mode,
-                          "train_mode": FLAGS.train_mode, "steps_per_execution": FLAGS.steps_per_execution},
+                          "train_mode": FLAGS.train_mode, "steps_per_execution": FLAGS.steps_per_execution,
+                          "pointwise_matmul": FLAGS.pointwise_matmul},
              "versions": {"tf": tf_w.ask(task="versions"), "torch": torch_w.ask(task="versions") if torch_w else None}}
   macs = {m: cost.analyze(m, input_size=224).macs for m in FLAGS.models}
   try:

@@ -19,7 +19,7 @@ from sqznet_tf.analysis.storage import check_bits, check_density
 from sqznet_tf.data import pipeline
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.io import save_figure, write_json_atomic
-from sqznet_tf.models import build, get_config
+from sqznet_tf.models import build, get_config, pointwise
 from sqznet_tf.search import space as space_lib
 from sqznet_tf.search.space import ARCH_PARAMS, SearchSpace
 from sqznet_tf.weights import WeightsInfo, save_model
@@ -113,6 +113,9 @@ class SqueezeNetHyperModel(kt.HyperModel):
   def build(self, hp):
     config, lr = self.config(hp)
     model = build(config, input_shape=self.input_shape, classes=self.classes)
+    # A trial's model is only trained and scored: its 1x1 convolutions run as matrix products, as
+    # train() runs them (the same numbers, less time per step on CPUs; models/pointwise.py).
+    pointwise.use_matmul(pointwise.pointwise_layers(model))
     model.compile(optimizer=keras.optimizers.SGD(lr, momentum=self.momentum),
                   loss=keras.losses.CategoricalCrossentropy(),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
@@ -284,6 +287,7 @@ def best(tuner) -> Tuple[object, Dict]:
   # As tuner.load_model, but the checkpoint's optimizer slots are not wanted: say so, rather than
   # have TensorFlow warn about each of them at exit.
   model = tuner.hypermodel.build(trials[0].hyperparameters)
+  pointwise.use_convolution(pointwise.pointwise_layers(model))  # a model for users: its convolutions back
   status = model.load_weights(tuner._get_checkpoint_fname(trials[0].trial_id))  # pylint: disable=protected-access
   if hasattr(status, "expect_partial"):
     status.expect_partial()
