@@ -10,9 +10,15 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# Reinstall when the dependencies change; the package itself is installed editable.
+# Reinstall when the dependencies change; the package itself is installed editable. uv (pinned in
+# constraints.txt) installs the same pinned versions as pip in about a sixth of the time (11 s
+# against 57 s here, BUILD_NOTES "Installing with uv"); where uv cannot get them (an offline machine
+# whose wheels only pip's find-links hold), pip installs them.
 $(STAMP): $(PY) setup.py constraints.txt
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,export,serve]'
+	@if $(PY) -m pip install -q -c constraints.txt uv && \
+	  $(VENV)/bin/uv pip install -q --python $(PY) -c constraints.txt -e '.[test,export,serve]'; then :; else \
+	  echo "make: uv could not install the dependencies; installing them with pip"; \
+	  $(PY) -m pip install -q -c constraints.txt -e '.[test,export,serve]'; fi
 	touch $@
 
 venv: $(STAMP)
