@@ -15,6 +15,7 @@ $(PY):
 # against 57 s here, BUILD_NOTES "Installing with uv"); where uv cannot get them (an offline machine
 # whose wheels only pip's find-links hold), pip installs them.
 $(STAMP): $(PY) setup.py constraints.txt
+	@echo "installing the pinned dependencies (constraints.txt) and the package, editable, with uv"
 	@if $(PY) -m pip install -q -c constraints.txt uv && \
 	  $(VENV)/bin/uv pip install -q --python $(PY) -c constraints.txt -e '.[test,export,serve]'; then :; else \
 	  echo "make: uv could not install the dependencies; installing them with pip"; \
