@@ -87,6 +87,27 @@ def key(ratio):
   return f"{float(ratio):.3f}"
 
 
+def epoch_seconds(folder):
+  """Every finished epoch's seconds from the run's history.json, over all the sessions it ran in."""
+  path = os.path.join(folder, "history.json")
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    history = json.load(f)
+  rows = history.values() if isinstance(history, dict) else history
+  return [r["epoch_seconds"] for r in rows if isinstance(r, dict) and "epoch_seconds" in r]
+
+
+def timing(folder, start):
+  """`minutes`: this invocation's wall time (a resumed run's last part only); `epoch_seconds_median` and
+  `train_minutes` (the sum): every epoch's, including epochs slowed by other work or by a pause."""
+  rec = {"minutes": round((time.time() - start) / 60, 1)}
+  ep = epoch_seconds(folder)
+  if ep:
+    rec.update(epoch_seconds_median=round(statistics.median(ep), 1), train_minutes=round(sum(ep) / 60, 1))
+  return rec
+
+
 def run_channel(ledger, ratio):
   name = f"channel_{key(ratio)}"
   if ledger.get(name):
@@ -116,7 +137,7 @@ def run_unstructured(ledger, ratio, dense):
   a = tool("analyze", f"--weights={out}/phase2_sparse")
   ledger.put(name, {"top1": top1(f"{out}/phase2_sparse"), "sparsity": sparsity, "macs": dense["macs"],
                     "nonzero": a["params"] - sum(r["zeros"] for r in a["sparsity_layers"]),
-                    "minutes": round((time.time() - t) / 60, 1)})
+                    **timing(f"{out}/phase2_sparse", t)})
 
 
 def run_scratch(ledger, ratio):
@@ -131,8 +152,7 @@ def run_scratch(ledger, ratio):
        *RECIPE_FLAGS, f"--epochs={FLAGS.base_epochs + FLAGS.finetune_epochs}", "--learning_rate=0.1",
        "--warmup_epochs=2", f"--conv1_filters={ov['conv1_filters']}", f"--fires={json.dumps(ov['fires'])}",
        "--nosave_model", f"--model_dir={out}", log=out + ".log")
-  ledger.put(name, {"top1": top1(out), "macs": ch["macs"], "params": ch["params"],
-                    "minutes": round((time.time() - t) / 60, 1)})
+  ledger.put(name, {"top1": top1(out), "macs": ch["macs"], "params": ch["params"], **timing(out, t)})
 
 
 def oneshot(ratio):
@@ -252,6 +272,19 @@ def report(ledger, dense):
     cell = lambda r: f"{100 * r['top1']:.2f}" if r else "(not run)"  # noqa: E731
     print(f"| {ch['macs']:,} ({dense['macs'] / ch['macs']:.2f}x fewer) | {ch['params']:,} | {cell(ch)} | {cell(un)} | "
           f"{cell(sc)} |")
+  times = []
+  for ratio in FLAGS.ratios:
+    for kind, sub in (("unstructured", "phase2_sparse"), ("scratch", "")):
+      rec = ledger.get(f"{kind}_{key(ratio)}")
+      if not rec:
+        continue
+      ep = epoch_seconds(os.path.join(FLAGS.out, f"{kind}_{key(ratio)}", sub))
+      median = rec.get("epoch_seconds_median") or (round(statistics.median(ep), 1) if ep else None)
+      if median:
+        times.append(f"{kind} {key(ratio)}: median epoch {median:.0f} s")
+  if times:
+    print("\nTraining time, the median epoch over every session a run took (an epoch that shared the machine "
+          "or was paused counts as it ran): " + "; ".join(times))
   speed = ledger.get("speed")
   if speed:
     print(f"\nSpeed, dense and every point in one process, {speed['rounds']} alternating rounds (median; range of "
