@@ -157,11 +157,17 @@ def main():
     x = rng.standard_normal((1, 224, 224, 3), dtype=np.float32)
     return {"seconds": _protocol.timed(lambda: session.run(None, {name: x}), iters)}
 
+  def _onednn():
+    """Whether TF runs oneDNN's kernels, and why: TF_ENABLE_ONEDNN_OPTS as the process saw it."""
+    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
+    return (f"{'on' if _pywrap_util_port.IsMklEnabled() else 'off'} "
+            f"(TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')})")
+
   def versions():
     return {"tensorflow": tf.__version__, "tf_keras": keras.__version__,
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")}
+            "onednn": _onednn()}
 
   _protocol.serve({"infer": infer, "train": train, "matmul": matmul, "tflite": tflite, "onnx": onnx,
                    "predictor": predictor, "versions": versions})

@@ -5,8 +5,19 @@ not import TensorFlow.
 """
 
 import importlib
+import os
+import platform
+import sys
 
 __version__ = "0.1.0"
+
+# oneDNN's kernels for convolutions and matrix products. TensorFlow 2.21 switches them on by itself
+# only on x86 CPUs with AVX-512 (and newer); on an AVX2-only CPU it runs Eigen's instead, which
+# measured 2.3x slower in a 4096 x 4096 product and 1.3-1.5x slower in a training step
+# (BENCHMARKS.md "On the AVX2-only CPU"). On for every x86 CPU when sqznet_tf is imported before
+# TensorFlow (the switch is read when TensorFlow loads); a user's TF_ENABLE_ONEDNN_OPTS wins (0: off).
+if platform.machine().lower() in ("x86_64", "amd64") and "tensorflow" not in sys.modules:
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 _LAZY = {
     "get_model": "sqznet_tf.models",

@@ -1,10 +1,14 @@
 """The one-Keras decision: builders' models work with tfmot and keras-tuner."""
 
+import os
 import pathlib
+import platform
 import re
+import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import sqznet_tf
 from sqznet_tf import _keras
@@ -65,3 +69,24 @@ def test_nothing_else_imports_keras_directly():
       if path.name != "_keras.py" and pattern.search(path.read_text()):
         offenders.append(str(path.relative_to(REPO)))
   assert offenders == []
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN's switch is for x86 CPUs")
+def test_onednn_is_on_unless_the_user_turns_it_off():
+  """Importing sqznet_tf first switches TensorFlow's oneDNN kernels on (TF 2.21 leaves them off on
+  AVX2-only CPUs, where its Eigen kernels train 1.3-1.5x slower); TF_ENABLE_ONEDNN_OPTS=0 still wins.
+
+  Fresh interpreters: the switch is read once, when TensorFlow is imported.
+  """
+  probe = ("import os, sqznet_tf; from tensorflow.python.util import _pywrap_util_port as p; "
+           "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), p.IsMklEnabled())")
+  seen = {}
+  for setting in (None, "0"):
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if setting is not None:
+      env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    r = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True,
+                       timeout=300, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    seen[setting] = r.stdout.split()[-2:]
+  assert seen == {None: ["1", "True"], "0": ["0", "False"]}
