@@ -58,6 +58,12 @@ def main():
       fn = function(m)
       xn = x.numpy()
       call = lambda: fn(xn)  # noqa: E731
+    elif mode == "frozen":  # the package's traced function with its variables as constants
+      from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # pylint: disable=g-import-not-at-top
+      fn = function(m)
+      fn(x.numpy())  # traces it
+      frozen = convert_variables_to_constants_v2(fn._concrete)  # pylint: disable=protected-access
+      call = lambda: frozen(x)  # noqa: E731
     elif mode == "predict_on_batch":
       call = lambda: m.predict_on_batch(x)  # noqa: E731
     else:

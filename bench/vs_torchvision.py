@@ -55,7 +55,9 @@ flags.DEFINE_bool("quick", False, "The targets only: --models=squeezenet_v1_0,sq
 flags.DEFINE_integer("steps_per_execution", None, "Training steps per call into the graph in fit (default: "
                      "what train() uses in runs of 2,000 steps or more, 8).")
 flags.DEFINE_list("train_sizes", ["64", "224"], "Image sizes of the training measurements.")
-flags.DEFINE_string("tf_mode", "function", "TF inference mode: function, predict_on_batch or predict.")
+flags.DEFINE_enum("tf_mode", "function", ["function", "frozen", "predict_on_batch", "predict"],
+                  "TF inference mode: the package's traced function (inference.Predictor), the same with "
+                  "its variables frozen into constants, predict_on_batch or predict.")
 flags.DEFINE_string("train_mode", "fit", "TF training mode: fit or step.")
 flags.DEFINE_bool("pointwise_matmul", True, "TF training: 1x1 convolutions as matrix products, as train() "
                   "runs them (--nopointwise_matmul: as Conv2D).")
