@@ -51,6 +51,16 @@ def main():
       cache[key] = Predictor(m)  # the package's TF runtime (a traced concrete function)
     return cache[key]
 
+  def frozen(m, x):
+    """The package's traced function with its variables frozen into constants, once per model."""
+    key = ("frozen", id(m))
+    if key not in cache:
+      from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # pylint: disable=g-import-not-at-top
+      fn = function(m)
+      fn(x.numpy())  # traces it
+      cache[key] = convert_variables_to_constants_v2(fn._concrete)  # pylint: disable=protected-access
+    return cache[key]
+
   def infer(model, batch, size, iters, mode="function", weights=None):
     m = build(model, size, weights)
     x = tf.constant(rng.standard_normal((batch, size, size, 3), dtype=np.float32))
@@ -58,12 +68,9 @@ def main():
       fn = function(m)
       xn = x.numpy()
       call = lambda: fn(xn)  # noqa: E731
-    elif mode == "frozen":  # the package's traced function with its variables as constants
-      from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # pylint: disable=g-import-not-at-top
-      fn = function(m)
-      fn(x.numpy())  # traces it
-      frozen = convert_variables_to_constants_v2(fn._concrete)  # pylint: disable=protected-access
-      call = lambda: frozen(x)  # noqa: E731
+    elif mode == "frozen":
+      fn = frozen(m, x)
+      call = lambda: fn(x)  # noqa: E731
     elif mode == "predict_on_batch":
       call = lambda: m.predict_on_batch(x)  # noqa: E731
     else:

@@ -98,14 +98,18 @@ def epoch_seconds(folder):
   return [r["epoch_seconds"] for r in rows if isinstance(r, dict) and "epoch_seconds" in r]
 
 
-def timing(folder, start):
-  """`minutes`: this invocation's wall time (a resumed run's last part only); `epoch_seconds_median` and
-  `train_minutes` (the sum): every epoch's, including epochs slowed by other work or by a pause."""
-  rec = {"minutes": round((time.time() - start) / 60, 1)}
+def epoch_summary(folder):
+  """`epoch_seconds_median` and `train_minutes` (the sum) of every finished epoch, including epochs
+  slowed by other work or by a pause; empty before the first epoch."""
   ep = epoch_seconds(folder)
-  if ep:
-    rec.update(epoch_seconds_median=round(statistics.median(ep), 1), train_minutes=round(sum(ep) / 60, 1))
-  return rec
+  if not ep:
+    return {}
+  return {"epoch_seconds_median": round(statistics.median(ep), 1), "train_minutes": round(sum(ep) / 60, 1)}
+
+
+def timing(folder, start):
+  """`minutes`: this invocation's wall time (a resumed run's last part only), and `epoch_summary`."""
+  return {"minutes": round((time.time() - start) / 60, 1), **epoch_summary(folder)}
 
 
 def run_channel(ledger, ratio):
@@ -278,8 +282,8 @@ def report(ledger, dense):
       rec = ledger.get(f"{kind}_{key(ratio)}")
       if not rec:
         continue
-      ep = epoch_seconds(os.path.join(FLAGS.out, f"{kind}_{key(ratio)}", sub))
-      median = rec.get("epoch_seconds_median") or (round(statistics.median(ep), 1) if ep else None)
+      median = (rec.get("epoch_seconds_median")
+                or epoch_summary(os.path.join(FLAGS.out, f"{kind}_{key(ratio)}", sub)).get("epoch_seconds_median"))
       if median:
         times.append(f"{kind} {key(ratio)}: median epoch {median:.0f} s")
   if times:
