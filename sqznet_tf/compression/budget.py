@@ -92,6 +92,14 @@ def measure_sensitivity(model, costs: List[LayerCosts], divergence_fn: Callable[
       layer.set_weights(original)
 
 
+def check_fits(costs: List[LayerCosts], budget: int) -> None:
+  """Raises SqznetError if the coded layers exceed `budget` bytes even at their narrowest widths."""
+  least = sum(min(c.nbytes.values()) for c in costs)
+  if least > budget:
+    raise SqznetError(f"the coded layers need at least {least:,} bytes at the narrowest widths "
+                      f"({min(min(c.nbytes) for c in costs)} bits); the budget leaves them {budget:,}")
+
+
 def choose_widths(costs: List[LayerCosts], budget: int, units: int = 4000) -> Dict[str, int]:
   """The widths of least summed sensitivity whose records total at most `budget` bytes.
 
@@ -103,10 +111,7 @@ def choose_widths(costs: List[LayerCosts], budget: int, units: int = 4000) -> Di
   """
   if not costs:
     return {}
-  least = sum(min(c.nbytes.values()) for c in costs)
-  if least > budget:
-    raise SqznetError(f"the coded layers need at least {least:,} bytes at the narrowest widths "
-                      f"({min(min(c.nbytes) for c in costs)} bits); the budget leaves them {budget:,}")
+  check_fits(costs, budget)
   unit = max(1, -(-budget // units))
   cap = budget // unit
   inf = np.inf

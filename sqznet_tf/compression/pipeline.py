@@ -151,9 +151,6 @@ def _widths_to_budget(cfg: CompressConfig, model, info, names, teacher, images, 
   log(f"code widths to {cfg.max_bytes:,} bytes: sharing each layer at {', '.join(map(str, cfg.widths))} bits")
   costs = budget.layer_costs(model, names, cfg.widths, cfg.cluster_init, cfg.entropy, cfg.layout, cfg.index_bits,
                              importance)
-  batches = list(distill_lib.centre_crops(images[:cfg.budget_photos], prep, 16))
-  divergence = distill_lib.divergence_fn(teacher, batches, cfg.distill.temperature)
-  budget.measure_sensitivity(model, costs, divergence, log)
   top = max(cfg.widths)
   config = container.model_config(_source(cfg, model)[0], _build_args(cfg, model), info,
                                   bits={n: top for n in names})
@@ -161,6 +158,10 @@ def _widths_to_budget(cfg: CompressConfig, model, info, names, teacher, images, 
   whole, _ = sqz.encode(tensors, config, entropy=cfg.entropy, layout=cfg.layout, index_bits=cfg.index_bits)
   fixed = len(whole) - sum(c.nbytes[top] for c in costs)
   room = cfg.max_bytes - fixed
+  budget.check_fits(costs, room)  # before the sensitivities: a budget that cannot fit fails at once
+  batches = list(distill_lib.centre_crops(images[:cfg.budget_photos], prep, 16))
+  divergence = distill_lib.divergence_fn(teacher, batches, cfg.distill.temperature)
+  budget.measure_sensitivity(model, costs, divergence, log)
   for _ in range(5):  # the config's few bytes may differ with the widths: check the real file
     widths = budget.choose_widths(costs, room)
     config = container.model_config(_source(cfg, model)[0], _build_args(cfg, model), info, bits=widths)

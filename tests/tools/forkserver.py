@@ -28,7 +28,11 @@ import traceback
 # sqznet_tf._keras first, as in the binaries: it picks Keras 2 before TensorFlow is imported.
 PRELOAD = ("sqznet_tf._keras", "sqznet_tf.flags", "tensorflow", "tf_keras", "tensorflow_model_optimization", "numpy",
            "PIL.Image", "absl.app", "absl.flags", "absl.logging", "sqznet_tf.loading", "sqznet_tf.evaluation",
-           "sqznet_tf.training", "sqznet_tf.compression", "sqznet_tf.pruning")
+           "sqznet_tf.training", "sqznet_tf.compression", "sqznet_tf.pruning",
+           # Imported by the binaries' own code later on, each 1-3 s of a run: keras-tuner (after
+           # sqznet_tf._keras, so that it takes Keras 2, as in the binaries) and pyplot (the package
+           # picks the Agg backend before drawing, which still works after this import).
+           "keras_tuner", "matplotlib.pyplot")
 
 
 _PRELOAD_ENV = {}  # what importing PRELOAD set in os.environ (sqznet_tf._keras: TF_USE_LEGACY_KERAS=1)

@@ -63,8 +63,9 @@ def test_exit_statuses_and_tracebacks_are_the_interpreters(monkeypatch, probe):
   assert forked.returncode == plain.returncode == 1
   for r in (forked, plain):
     assert "Traceback" in r.stderr and r.stderr.strip().endswith("ValueError: from the probe")
-  forked, plain = _both(monkeypatch, probe, "exit")
-  assert forked.returncode == plain.returncode == 3
+  # sys.exit(3): the interpreter exits 3 (no fresh process to compare: it would import TensorFlow
+  # for 10-15 s of CPU to show CPython's documented behaviour).
+  assert run_script(probe, "exit", timeout=300).returncode == 3
 
 
 def test_signals_reach_the_forked_binary(probe, tmp_path):
