@@ -102,6 +102,12 @@ def serve():
   for name in PRELOAD:
     importlib.import_module(name)
   _PRELOAD_ENV.update({k: v for k, v in os.environ.items() if before.get(k) != v})
+  # What the imports made is never garbage: kept out of the collector's passes in every child (a
+  # collection no longer walks the ~300,000 objects of TensorFlow's modules; 1.5 -> 0.8 s of GC in a
+  # 34 s DSD run) and out of its writes to them, so the children share those pages with the server.
+  import gc  # pylint: disable=g-import-not-at-top
+  gc.collect()
+  gc.freeze()
   reply = sys.stdout
   print(json.dumps({"ready": True}), file=reply, flush=True)
   children, requests = set(), sys.stdin.fileno()
