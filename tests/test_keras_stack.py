@@ -2,7 +2,6 @@
 
 import os
 import pathlib
-import platform
 import re
 import subprocess
 import sys
@@ -71,7 +70,7 @@ def test_nothing_else_imports_keras_directly():
   assert offenders == []
 
 
-@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN's switch is for x86 CPUs")
+@pytest.mark.skipif(not sqznet_tf.X86, reason="oneDNN's switch is for x86 CPUs")
 def test_onednn_is_on_unless_the_user_turns_it_off():
   """Importing sqznet_tf first switches TensorFlow's oneDNN kernels on (TF 2.21 leaves them off on
   AVX2-only CPUs, where its Eigen kernels train 1.3-1.5x slower); TF_ENABLE_ONEDNN_OPTS=0 still wins.
