@@ -58,6 +58,12 @@ flags.DEFINE_list("train_sizes", ["64", "224"], "Image sizes of the training mea
 flags.DEFINE_enum("tf_mode", "function", ["function", "frozen", "predict_on_batch", "predict"],
                   "TF inference mode: the package's traced function (inference.Predictor), the same with "
                   "its variables frozen into constants, predict_on_batch or predict.")
+flags.DEFINE_list("latency_modes", [], "More TF inference modes for the batch-1 part, measured in the same "
+                  "repetitions (each repetition: every mode, then torchvision once), e.g. function,frozen; "
+                  "the results go to latency_modes in the record.")
+flags.DEFINE_list("predictor_runtimes", ["auto"], "Runtimes of the predictor part (sqznet_tf.runtimes.Predictor): "
+                  "auto goes to predictor in the record, each other one to predictor_<runtime> (tf: TF alone, its "
+                  "traced or frozen form as measured on this machine).")
 flags.DEFINE_string("train_mode", "fit", "TF training mode: fit or step.")
 flags.DEFINE_bool("pointwise_matmul", True, "TF training: 1x1 convolutions as matrix products, as train() "
                   "runs them (--nopointwise_matmul: as Conv2D).")
@@ -105,7 +111,8 @@ def paired(tf_worker, torch_worker, per_call, **req):
     a = statistics.median(tf_worker.ask(**req)["seconds"])
     tf_s.append(a)
     if torch_worker:
-      torch_req = {k: v for k, v in req.items() if k not in ("mode", "steps_per_execution", "cache_dir", "pointwise")}
+      torch_req = {k: v for k, v in req.items()
+                   if k not in ("mode", "steps_per_execution", "cache_dir", "pointwise", "runtime")}
       if torch_req["task"] == "predictor":  # torchvision's side of it: the same eager inference
         torch_req["task"] = "infer"
       b = statistics.median(torch_worker.ask(**torch_req)["seconds"])
@@ -116,6 +123,22 @@ def paired(tf_worker, torch_worker, per_call, **req):
     out.update(torch_seconds=statistics.median(torch_s), torch_per_second=per_call / statistics.median(torch_s),
                speedup=statistics.median(ratios), speedup_min=min(ratios), speedup_max=max(ratios))
   return out
+
+
+def paired_modes(tf_worker, torch_worker, modes, **req):
+  """As `paired`, for several TF modes at once: per repetition every mode, then torch once; per mode
+  the median of its per-repetition ratios to that repetition's torch time."""
+  tf_s, torch_s, ratios = {m: [] for m in modes}, [], {m: [] for m in modes}
+  for _ in range(FLAGS.reps):
+    for mode in modes:
+      tf_s[mode].append(statistics.median(tf_worker.ask(mode=mode, **req)["seconds"]))
+    b = statistics.median(torch_worker.ask(**req)["seconds"])
+    torch_s.append(b)
+    for mode in modes:
+      ratios[mode].append(b / tf_s[mode][-1])
+  return {mode: {"tf_seconds": statistics.median(tf_s[mode]), "torch_seconds": statistics.median(torch_s),
+                 "speedup": statistics.median(ratios[mode]), "speedup_min": min(ratios[mode]),
+                 "speedup_max": max(ratios[mode])} for mode in modes}
 
 
 def main(argv):
@@ -162,15 +185,24 @@ def main(argv):
           if "torch_per_second" in r:
             r["torch_fraction_of_peak"] = 2 * macs[m] * r["torch_per_second"] / 1e9 / peak
         results[part][m] = r
-    if "predictor" in FLAGS.parts:
-      results["predictor"] = {}
+    if FLAGS.latency_modes and torch_w:
+      results["latency_modes"] = {}
+      for m in FLAGS.models:
+        log(f"latency {m} batch 1, TF modes {','.join(FLAGS.latency_modes)}")
+        results["latency_modes"][m] = paired_modes(tf_w, torch_w, FLAGS.latency_modes, task="infer", model=m, batch=1,
+                                                   size=224, iters=20)
+    for runtime in FLAGS.predictor_runtimes if "predictor" in FLAGS.parts else ():
+      part = "predictor" if runtime == "auto" else f"predictor_{runtime}"
+      results[part] = {}
       import tempfile  # pylint: disable=g-import-not-at-top
       cache = tempfile.mkdtemp(prefix="sqznet-bench-cache-")  # measured afresh, not a choice from before
       for m in FLAGS.models:
-        log(f"predictor {m} batch 1")
-        r = paired(tf_w, torch_w, 1, task="predictor", model=m, batch=1, size=224, iters=20, cache_dir=cache)
-        r["runtime"] = tf_w.ask(task="predictor", model=m, batch=1, size=224, iters=1, cache_dir=cache)["choice"]
-        results["predictor"][m] = r
+        log(f"predictor {m} batch 1, runtime {runtime}")
+        r = paired(tf_w, torch_w, 1, task="predictor", model=m, batch=1, size=224, iters=20, cache_dir=cache,
+                   runtime=runtime)
+        r["runtime"] = tf_w.ask(task="predictor", model=m, batch=1, size=224, iters=1, cache_dir=cache,
+                                runtime=runtime)["choice"]
+        results[part][m] = r
     if "train" in FLAGS.parts:
       results["train"] = {}
       for size in map(int, FLAGS.train_sizes):

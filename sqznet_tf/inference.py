@@ -14,6 +14,12 @@ squeezenet_v1_1_cifar at batch 1 (profile, 2-core AMD EPYC with AVX-512, 2026-12
 there by bench/fold_batch_norm.py (7 alternating rounds): 4.57 -> 2.97 ms at batch 1 (32 px,
 1.47x), 36.2 -> 29.9 ms at batch 32 (1.14x). Outputs move by float rounding only (probabilities
 within 1.2e-6 on that model).
+
+`freeze=True` also turns the traced function's variables into constants (a snapshot of the
+weights at the first call): oneDNN then keeps each filter in its own layout between calls instead
+of reordering it per call. On the AVX2-only CPU that is 10-20% less time at batch 1; on the AVX-512
+one it measured slower (BENCHMARKS.md "TF alone at batch 1: frozen weights"), so
+`sqznet_tf.runtimes.Predictor` measures both forms on the machine and keeps the faster.
 """
 
 from typing import Dict
@@ -84,12 +90,15 @@ class Predictor:
     model: a single-input tf_keras model.
     fold: run a copy with batch norm folded into the convolutions (`fold_batch_norm`); False runs
       `model` as it is (the export checks' reference).
+    freeze: the weights as constants of the traced function, read once at the first call (later
+      changes of `model`'s weights are not seen, as in a converted TFLite or ONNX model).
   """
 
-  def __init__(self, model, fold: bool = True):
+  def __init__(self, model, fold: bool = True, freeze: bool = False):
     self.model = model
     self.input_shape = model.input_shape
     self.output_shape = model.output_shape
+    self.freeze = freeze
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
     run = fold_batch_norm(model) if fold else model
     self._fn = tf.function(lambda x: run(x, training=False), input_signature=[spec])
@@ -97,8 +106,13 @@ class Predictor:
 
   def __call__(self, x) -> np.ndarray:
     if self._concrete is None:
-      self._concrete = self._fn.get_concrete_function()
-    return self._concrete(tf.convert_to_tensor(np.asarray(x, dtype=np.float32))).numpy()
+      concrete = self._fn.get_concrete_function()
+      if self.freeze:
+        from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-import-not-at-top
+        concrete = convert_to_constants.convert_variables_to_constants_v2(concrete)
+      self._concrete = concrete
+    out = self._concrete(tf.convert_to_tensor(np.asarray(x, dtype=np.float32)))
+    return (out[0] if isinstance(out, (list, tuple)) else out).numpy()  # a frozen function returns a list
 
   predict_on_batch = __call__
 

@@ -8,6 +8,12 @@ fastest of the three *measured once on this machine at batch 1*, batches of 2 to
 on the fastest measured at batch 8 (for AlexNet TF can win there), and larger batches in TF
 (`sqznet_tf.inference.Predictor`).
 
+TF itself has two forms for small batches: its traced function, and the same with the weights frozen
+into constants ("tf-frozen", a snapshot like the converted models). Which is faster depends on the
+CPU (frozen: 10-20% less time at batch 1 on the AVX2-only machine, slower on the AVX-512 one;
+BENCHMARKS.md), so both "auto" and "tf" measure them for batches up to `small_batch`, once per
+machine and model, and keep the faster; larger batches run the traced function.
+
 The converted models and the measured choice are cached by content: the file name carries a
 hash of the model's architecture, weights and the TensorFlow version, so a retrained model never
 meets a stale conversion. The cache is `$SQZNET_CACHE_DIR`, else `$XDG_CACHE_HOME/sqznet_tf`,
@@ -34,6 +40,7 @@ from sqznet_tf.io import write_atomic
 
 RUNTIMES = ("auto", "tf", "tflite", "onnx")
 PORTABLE = ("tflite", "onnx")
+TF_FROZEN = "tf-frozen"  # what runtime_for answers when the frozen form of TF measured faster
 SMALL_BATCH = 8  # "auto": up to here a measured choice, above it TF (bench/results/crossover.json)
 _CHOICE_CALLS = 12  # timed calls per runtime at batch 1 when "auto" measures (half as many at small_batch)
 
@@ -160,7 +167,7 @@ class Predictor:
     self._cache = None
     self._tf = TFPredictor(model)
     self._runners: Dict[str, Callable] = {"tf": self._tf}
-    self.choice: Optional[dict] = None  # "auto": what was measured at batch 1 and small_batch, once
+    self.choice: Optional[dict] = None  # "auto", "tf": what was measured at batch 1 and small_batch, once
 
   def _files(self) -> _Cache:
     if self._cache is None:
@@ -168,6 +175,8 @@ class Predictor:
     return self._cache
 
   def _runner(self, runtime: str) -> Callable:
+    if runtime == TF_FROZEN and runtime not in self._runners:
+      self._runners[runtime] = TFPredictor(self.model, freeze=True)
     if runtime not in self._runners:
       cls, _, suffix = _RUNNERS[runtime]
       data = self._files().read(suffix)
@@ -179,40 +188,42 @@ class Predictor:
     return self._runners[runtime]
 
   def _choose(self) -> dict:
-    """What "auto" uses for small batches, measured once per machine: {"runtime": the fastest at
-    batch 1, "runtime_small": the fastest at batch `small_batch` (for batches 2..small_batch), the
-    milliseconds per call of each, the machine}."""
+    """What "auto" (or "tf") uses for small batches, measured once per machine: {"runtime": the
+    fastest at batch 1, "runtime_small": the fastest at batch `small_batch` (for batches
+    2..small_batch), the milliseconds per call of each, the candidates, the machine}."""
     machine = reporting.machine()
-    stored = self._files().read("runtime.json")
+    candidates = self._candidates()
+    suffix = "runtime.json" if self.runtime == "auto" else f"runtime-{self.runtime}.json"
+    stored = self._files().read(suffix)
     if stored:
       try:
         choice = json.loads(stored)
         if (choice.get("machine") == machine and choice.get("small_batch") == self.small_batch
-            and {choice.get("runtime"), choice.get("runtime_small")} <= set(self._candidates())):
+            and choice.get("candidates") == candidates):
           return choice
       except ValueError:
         pass
     runners = {}
-    for runtime in self._candidates():
+    for runtime in candidates:
       try:
         runners[runtime] = self._runner(runtime)
       except (SqznetError, ImportError, ValueError, RuntimeError) as e:
         reporting.progress(f"runtime {runtime} unavailable for {self.model.name}: {str(e).splitlines()[0][:160]}")
-    choice = {"small_batch": self.small_batch, "machine": machine}
+    choice = {"small_batch": self.small_batch, "candidates": candidates, "machine": machine}
     for batch, calls, key in ((1, _CHOICE_CALLS, "runtime"), (self.small_batch, _CHOICE_CALLS // 2, "runtime_small")):
       x = np.zeros((batch, *self.input_shape[1:]), np.float32)
       ms = {r: round(1e3 * reporting.median_seconds(lambda run=run: run(x), calls), 3) for r, run in runners.items()}
       choice[key], choice[f"batch_{batch}_ms"] = min(ms, key=ms.get), ms
-    self._files().write("runtime.json", json.dumps(choice, indent=1).encode())
+    self._files().write(suffix, json.dumps(choice, indent=1).encode())
     return choice
 
-  @staticmethod
-  def _candidates():
-    return ["tf"] + [r for r in PORTABLE if _available(r)]
+  def _candidates(self):
+    tf_forms = ["tf", TF_FROZEN]
+    return tf_forms if self.runtime == "tf" else tf_forms + [r for r in PORTABLE if _available(r)]
 
   def runtime_for(self, batch: int) -> str:
-    """The runtime a batch of `batch` images runs on."""
-    if self.runtime != "auto":
+    """The runtime a batch of `batch` images runs on ("tf-frozen": TF with its weights frozen)."""
+    if self.runtime in PORTABLE:
       return self.runtime
     if batch > self.small_batch:
       return "tf"
@@ -240,9 +251,10 @@ class Predictor:
 def predictor(model, runtime: str = "auto", **kwargs):
   """A Predictor for a single-input Keras model; anything else (a TFLite runner...) as it is.
 
-  runtime="tf" gives the TF runtime alone (`sqznet_tf.inference.Predictor`).
+  runtime="tf" gives TF alone: its traced function (`sqznet_tf.inference.Predictor`), for batches up to
+  `small_batch` the faster of that and its frozen form, measured.
   """
   from sqznet_tf._keras import keras  # pylint: disable=g-import-not-at-top
   if not isinstance(model, keras.Model) or isinstance(model.input_shape, list):
     return model
-  return TFPredictor(model) if runtime == "tf" else Predictor(model, runtime, **kwargs)
+  return Predictor(model, runtime, **kwargs)

@@ -52,7 +52,7 @@ def test_auto_measures_once_and_keeps_its_choice(shipped, photos, tmp_path, monk
   one, small = run.runtime_for(1), run.runtime_for(runtimes.SMALL_BATCH)
   assert run.runtime_for(runtimes.SMALL_BATCH + 1) == "tf" and run.runtime_for(2) == small
   at_1, at_small = run.choice["batch_1_ms"], run.choice[f"batch_{runtimes.SMALL_BATCH}_ms"]
-  assert set(at_1) == set(at_small) == {"tf", "tflite", "onnx"}
+  assert set(at_1) == set(at_small) == {"tf", "tf-frozen", "tflite", "onnx"}
   assert one == min(at_1, key=at_1.get) and small == min(at_small, key=at_small.get)
   stored = json.loads((tmp_path / f"{model.name}-{runtimes.model_key(model)}.runtime.json").read_text())
   assert stored == run.choice and stored["machine"] == runtimes.reporting.machine()
@@ -64,6 +64,31 @@ def test_auto_measures_once_and_keeps_its_choice(shipped, photos, tmp_path, monk
   again = runtimes.Predictor(model, "auto", cache=str(tmp_path))
   assert again.runtime_for(1) == one and again.choice == stored  # read back, not measured
   np.testing.assert_allclose(again(photos[:2]), TFPredictor(model)(photos[:2]), atol=1e-4)
+
+
+def test_tf_alone_measures_its_two_forms_and_the_frozen_one_is_a_snapshot(shipped, photos, tmp_path):
+  model, _ = shipped
+  ref = TFPredictor(model)(photos)
+  frozen = TFPredictor(model, freeze=True)
+  np.testing.assert_allclose(frozen(photos), ref, atol=1e-5)
+  assert (frozen(photos).argmax(1) == ref.argmax(1)).all()
+  run = runtimes.Predictor(model, "tf", cache=str(tmp_path))
+  one = run.runtime_for(1)
+  assert run.runtime_for(runtimes.SMALL_BATCH + 1) == "tf" and run.runtime_for(runtimes.SMALL_BATCH) == run.choice["runtime_small"]
+  assert set(run.choice["batch_1_ms"]) == {"tf", "tf-frozen"} and one == min(run.choice["batch_1_ms"], key=run.choice["batch_1_ms"].get)
+  stored = json.loads((tmp_path / f"{model.name}-{runtimes.model_key(model)}.runtime-tf.json").read_text())
+  assert stored == run.choice  # kept apart from auto's choice (runtime.json), read back next time
+  for batch in (1, runtimes.SMALL_BATCH, 48):
+    np.testing.assert_allclose(run.predict(photos, batch_size=batch), ref, atol=1e-5)
+  # The frozen form read the weights at its first call: it does not follow a later change.
+  w = model.get_layer("conv10").kernel
+  old = w.numpy()
+  try:
+    w.assign(old * 1.5)
+    np.testing.assert_allclose(frozen(photos[:4]), ref[:4], atol=1e-5)
+    assert not np.allclose(TFPredictor(model)(photos[:4]), ref[:4], atol=1e-3)
+  finally:
+    w.assign(old)
 
 
 def test_the_cache_key_follows_the_weights(models):
