@@ -17,7 +17,7 @@ within 1.2e-6 on that model).
 
 `freeze=True` also turns the traced function's variables into constants (a snapshot of the
 weights at the first call): oneDNN then keeps each filter in its own layout between calls instead
-of reordering it per call. On the AVX2-only CPU that is 10-20% less time at batch 1; on the AVX-512
+of reordering it per call. On the AVX2-only CPU that is 10-30% less time at batch 1; on the AVX-512
 one it measured slower (BENCHMARKS.md "TF alone at batch 1: frozen weights"), so
 `sqznet_tf.runtimes.Predictor` measures both forms on the machine and keeps the faster.
 """

@@ -10,7 +10,7 @@ on the fastest measured at batch 8 (for AlexNet TF can win there), and larger ba
 
 TF itself has two forms for small batches: its traced function, and the same with the weights frozen
 into constants ("tf-frozen", a snapshot like the converted models). Which is faster depends on the
-CPU (frozen: 10-20% less time at batch 1 on the AVX2-only machine, slower on the AVX-512 one;
+CPU (frozen: 10-30% less time at batch 1 on the AVX2-only machine, slower on the AVX-512 one;
 BENCHMARKS.md), so both "auto" and "tf" measure them for batches up to `small_batch`, once per
 machine and model, and keep the faster; larger batches run the traced function.
 
