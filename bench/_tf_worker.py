@@ -1,6 +1,8 @@
 """sqznet_tf side of bench/vs_torchvision.py (runs in the project's .venv).
 
-Inference modes: "function" (sqznet_tf.inference.Predictor: the package's TF runtime),
+Inference modes: "function" (sqznet_tf.inference.Predictor: the package's TF runtime), "frozen" (its
+concrete function with the variables as constants), "frozen_session" (Predictor(freeze=True): that
+graph in a session with one inter-op thread, the package's "tf-frozen"),
 "predict_on_batch" and "predict" (Keras' own).
 The "predictor" task: sqznet_tf.runtimes.Predictor (runtime "auto": the batch-1 choice it measures).
 Training modes: "fit" (Keras fit on an in-memory dataset, compiled as train() compiles it, with its
@@ -57,8 +59,7 @@ def main():
     if key not in cache:
       from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # pylint: disable=g-import-not-at-top
       fn = function(m)
-      fn(x.numpy())  # traces it
-      cache[key] = convert_variables_to_constants_v2(fn._concrete)  # pylint: disable=protected-access
+      cache[key] = convert_variables_to_constants_v2(fn._fn.get_concrete_function())  # pylint: disable=protected-access
     return cache[key]
 
   def infer(model, batch, size, iters, mode="function", weights=None):
@@ -71,6 +72,12 @@ def main():
     elif mode == "frozen":
       fn = frozen(m, x)
       call = lambda: fn(x)  # noqa: E731
+    elif mode == "frozen_session":  # the package's frozen form: constants, a session, one inter-op thread
+      key = ("frozen_session", id(m))
+      if key not in cache:
+        cache[key] = Predictor(m, freeze=True)
+      fn, xn = cache[key], x.numpy()
+      call = lambda: fn(xn)  # noqa: E731
     elif mode == "predict_on_batch":
       call = lambda: m.predict_on_batch(x)  # noqa: E731
     else:

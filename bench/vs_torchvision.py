@@ -55,12 +55,14 @@ flags.DEFINE_bool("quick", False, "The targets only: --models=squeezenet_v1_0,sq
 flags.DEFINE_integer("steps_per_execution", None, "Training steps per call into the graph in fit (default: "
                      "what train() uses in runs of 2,000 steps or more, 8).")
 flags.DEFINE_list("train_sizes", ["64", "224"], "Image sizes of the training measurements.")
-flags.DEFINE_enum("tf_mode", "function", ["function", "frozen", "predict_on_batch", "predict"],
+flags.DEFINE_enum("tf_mode", "function", ["function", "frozen", "frozen_session", "predict_on_batch", "predict"],
                   "TF inference mode: the package's traced function (inference.Predictor), the same with "
                   "its variables frozen into constants, predict_on_batch or predict.")
 flags.DEFINE_list("latency_modes", [], "More TF inference modes for the batch-1 part, measured in the same "
                   "repetitions (each repetition: every mode, then torchvision once), e.g. function,frozen; "
                   "the results go to latency_modes in the record.")
+flags.DEFINE_list("modes_batches", ["1"], "Batch sizes of the --latency_modes comparison (1 goes to latency_modes "
+                  "in the record, others to modes_batch_<n>).")
 flags.DEFINE_list("predictor_runtimes", ["auto"], "Runtimes of the predictor part (sqznet_tf.runtimes.Predictor): "
                   "auto goes to predictor in the record, each other one to predictor_<runtime> (tf: TF alone, its "
                   "traced or frozen form as measured on this machine).")
@@ -185,12 +187,13 @@ def main(argv):
           if "torch_per_second" in r:
             r["torch_fraction_of_peak"] = 2 * macs[m] * r["torch_per_second"] / 1e9 / peak
         results[part][m] = r
-    if FLAGS.latency_modes and torch_w:
-      results["latency_modes"] = {}
+    for batch in map(int, FLAGS.modes_batches) if FLAGS.latency_modes and torch_w else ():
+      part = "latency_modes" if batch == 1 else f"modes_batch_{batch}"
+      results[part] = {}
       for m in FLAGS.models:
-        log(f"latency {m} batch 1, TF modes {','.join(FLAGS.latency_modes)}")
-        results["latency_modes"][m] = paired_modes(tf_w, torch_w, FLAGS.latency_modes, task="infer", model=m, batch=1,
-                                                   size=224, iters=20)
+        log(f"{m} batch {batch}, TF modes {','.join(FLAGS.latency_modes)}")
+        results[part][m] = paired_modes(tf_w, torch_w, FLAGS.latency_modes, task="infer", model=m, batch=batch,
+                                        size=224, iters=20 if batch == 1 else 5)
     for runtime in FLAGS.predictor_runtimes if "predictor" in FLAGS.parts else ():
       part = "predictor" if runtime == "auto" else f"predictor_{runtime}"
       results[part] = {}

@@ -196,8 +196,8 @@ def define_runtime_flag() -> None:
                     "Inference runtime. auto: batches of up to 8 images on whichever of TF, TFLite (XNNPACK) "
                     "and ONNX Runtime measured fastest on this machine at batch 1 (one image) or 8 (2-8 images), "
                     "converted once and cached in $SQZNET_CACHE_DIR or ~/.cache/sqznet_tf; larger batches in TF. "
-                    "tf: TF alone (up to 8 images: its traced function or the same with the weights frozen, "
-                    "whichever measured faster here; reported as tf-frozen).")
+                    "tf: TF alone (up to 8 images: its traced function or the same graph with the weights frozen "
+                    "in a session of its own, whichever measured faster here; reported as tf-frozen).")
 
 
 def define_top_k_flag() -> None:

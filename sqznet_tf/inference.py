@@ -15,10 +15,13 @@ there by bench/fold_batch_norm.py (7 alternating rounds): 4.57 -> 2.97 ms at bat
 1.47x), 36.2 -> 29.9 ms at batch 32 (1.14x). Outputs move by float rounding only (probabilities
 within 1.2e-6 on that model).
 
-`freeze=True` also turns the traced function's variables into constants (a snapshot of the
-weights at the first call): oneDNN then keeps each filter in its own layout between calls instead
-of reordering it per call. On the AVX2-only CPU that is 10-30% less time at batch 1; on the AVX-512
-one it measured slower (BENCHMARKS.md "TF alone at batch 1: frozen weights"), so
+`freeze=True` turns the traced function's variables into constants (a snapshot of the weights at
+the first call) and runs that graph in a TF session of its own with one inter-op thread, as TF
+Serving runs a SavedModel: oneDNN keeps each constant filter in its own layout between calls
+instead of reordering it per call, and the two expand convolutions of a Fire module no longer run
+side by side on two cores that each of them wants whole. On the AVX2-only CPU at batch 1 (v1.0 /
+v1.1 at 224 px): 15.3 / 8.3 ms against 19.0 / 10.9 ms for the traced function (BENCHMARKS.md "TF
+alone at batch 1"). The AVX-512 CPU measured an earlier frozen form slower, so
 `sqznet_tf.runtimes.Predictor` measures both forms on the machine and keeps the faster.
 """
 
@@ -90,8 +93,9 @@ class Predictor:
     model: a single-input tf_keras model.
     fold: run a copy with batch norm folded into the convolutions (`fold_batch_norm`); False runs
       `model` as it is (the export checks' reference).
-    freeze: the weights as constants of the traced function, read once at the first call (later
-      changes of `model`'s weights are not seen, as in a converted TFLite or ONNX model).
+    freeze: the weights as constants of the traced graph, read once at the first call (later
+      changes of `model`'s weights are not seen, as in a converted TFLite or ONNX model), run by a
+      session with one inter-op thread.
   """
 
   def __init__(self, model, fold: bool = True, freeze: bool = False):
@@ -102,17 +106,26 @@ class Predictor:
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
     run = fold_batch_norm(model) if fold else model
     self._fn = tf.function(lambda x: run(x, training=False), input_signature=[spec])
-    self._concrete = None  # traced on the first call; called directly (no signature matching per call)
+    self._run = None  # made on the first call (the traced concrete function, no signature matching per call)
+
+  def _runner(self):
+    concrete = self._fn.get_concrete_function()
+    if not self.freeze:
+      return lambda x: concrete(tf.convert_to_tensor(x)).numpy()
+    from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-import-not-at-top
+    frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+    graph = tf.Graph()
+    with graph.as_default():
+      tf.compat.v1.import_graph_def(frozen.graph.as_graph_def(), name="")
+    config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=1, use_per_session_threads=True)
+    session = tf.compat.v1.Session(graph=graph, config=config)
+    feed, fetch = frozen.inputs[0].name, frozen.outputs[0].name
+    return lambda x: session.run(fetch, {feed: x})
 
   def __call__(self, x) -> np.ndarray:
-    if self._concrete is None:
-      concrete = self._fn.get_concrete_function()
-      if self.freeze:
-        from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-import-not-at-top
-        concrete = convert_to_constants.convert_variables_to_constants_v2(concrete)
-      self._concrete = concrete
-    out = self._concrete(tf.convert_to_tensor(np.asarray(x, dtype=np.float32)))
-    return (out[0] if isinstance(out, (list, tuple)) else out).numpy()  # a frozen function returns a list
+    if self._run is None:
+      self._run = self._runner()
+    return self._run(np.asarray(x, dtype=np.float32))
 
   predict_on_batch = __call__
 

@@ -8,11 +8,12 @@ fastest of the three *measured once on this machine at batch 1*, batches of 2 to
 on the fastest measured at batch 8 (for AlexNet TF can win there), and larger batches in TF
 (`sqznet_tf.inference.Predictor`).
 
-TF itself has two forms for small batches: its traced function, and the same with the weights frozen
-into constants ("tf-frozen", a snapshot like the converted models). Which is faster depends on the
-CPU (frozen: 10-30% less time at batch 1 on the AVX2-only machine, slower on the AVX-512 one;
-BENCHMARKS.md), so both "auto" and "tf" measure them for batches up to `small_batch`, once per
-machine and model, and keep the faster; larger batches run the traced function.
+TF itself has two forms for small batches: its traced function, and the same graph with the weights
+frozen into constants in a session with one inter-op thread ("tf-frozen", a snapshot like the
+converted models; `inference.Predictor(freeze=True)`). Which is faster depends on the CPU (frozen:
+25-33% less time at batch 1 on the AVX2-only machine; BENCHMARKS.md), so both "auto" and "tf"
+measure them for batches up to `small_batch`, once per machine and model, and keep the faster;
+larger batches run the traced function.
 
 The converted models and the measured choice are cached by content: the file name carries a
 hash of the model's architecture, weights and the TensorFlow version, so a retrained model never
