@@ -13,11 +13,13 @@ $(PY):
 # Reinstall when the dependencies change; the package itself is installed editable. uv (pinned in
 # constraints.txt) installs the same pinned versions as pip in about a sixth of the time (11 s
 # against 57 s here, BUILD_NOTES "Installing with uv"); where uv cannot get them (an offline machine
-# whose wheels only pip's find-links hold), pip installs them.
+# whose wheels only pip's find-links hold), pip installs them. --compile-bytecode: as pip does by default
+# (BUILD_NOTES "Installing with uv": without it, and with PYTHONDONTWRITEBYTECODE=1, every process
+# compiled TensorFlow's sources again, 7 s of every import on the AVX2-only CPU).
 $(STAMP): $(PY) setup.py constraints.txt
 	@echo "installing the pinned dependencies (constraints.txt) and the package, editable, with uv"
 	@if $(PY) -m pip install -q -c constraints.txt uv && \
-	  $(VENV)/bin/uv pip install -q --python $(PY) -c constraints.txt -e '.[test,export,serve]'; then :; else \
+	  $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -c constraints.txt -e '.[test,export,serve]'; then :; else \
 	  echo "make: uv could not install the dependencies; installing them with pip"; \
 	  $(PY) -m pip install -q -c constraints.txt -e '.[test,export,serve]'; fi
 	touch $@
