@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import sqznet_tf
-from sqznet_tf._keras import keras, tf
+from sqznet_tf._keras import keras
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.models import configs
 from sqznet_tf.models.layers import LRN, CeilMaxPool2D
@@ -112,14 +112,20 @@ def test_forward_pass_gives_probabilities(models, name):
   np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_ceil_max_pool_matches_reference():
-  x = np.random.default_rng(1).normal(size=(2, 8, 7, 3)).astype("float32")
-  y = CeilMaxPool2D(3, 2)(x).numpy()
-  assert y.shape == (2, 4, 3, 3)  # ceil((8-3)/2)+1 = 4, ceil((7-3)/2)+1 = 3
+@pytest.mark.parametrize("h, w, pool, strides", [(8, 7, 3, 2), (8, 8, 3, 2), (54, 54, 3, 2), (9, 9, 3, 2), (6, 5, 2, 2),
+                                                  (10, 13, 3, 3)])
+def test_ceil_max_pool_matches_reference(h, w, pool, strides):
+  # Every path: a padded copy (8x7, 10x13), "SAME" with one row and column over the edge (8x8, 54x54,
+  # v1.0's pool4 at 224 px), windows that fit (9x9), a window of 2 (6x5). Negative values: a
+  # padding that took part in a maximum would show.
+  x = np.random.default_rng(1).normal(-1, 1, size=(2, h, w, 3)).astype("float32")
+  y = CeilMaxPool2D(pool, strides)(x).numpy()
+  side = lambda n: -(-(n - pool) // strides) + 1  # noqa: E731  (Caffe: ceil((n-k)/s)+1)
+  assert y.shape == (2, side(h), side(w), 3)
   ref = np.empty_like(y)
-  for i in range(4):
-    for j in range(3):
-      ref[:, i, j] = x[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(1, 2))  # clipped windows
+  for i in range(side(h)):
+    for j in range(side(w)):
+      ref[:, i, j] = x[:, strides * i:strides * i + pool, strides * j:strides * j + pool].max(axis=(1, 2))  # clipped
   np.testing.assert_array_equal(y, ref)
 
 
