@@ -13,7 +13,8 @@ repetition (warm-up calls excluded); ratios are medians of the per-repetition ra
 Measured:
   inference   batch 32 throughput and batch 1 latency at 224 px: squeezenet_v1_0, squeezenet_v1_1,
               alexnet_owt vs torchvision squeezenet1_0, squeezenet1_1, alexnet (random weights)
-  predictor   batch 1 through sqznet_tf.runtimes.Predictor (runtime "auto": what sqznet-predict uses)
+  predictor   batch 1 through sqznet_tf.runtimes.Predictor (runtime "auto": what sqznet-predict uses;
+              --predictor_runtimes=auto,tf also TF alone, its traced or frozen form as measured)
   training    images/s of one SGD step (forward, backward, update) at 64 and 224 px, batch 32
   matmul      a 4096 x 4096 fp32 product, GFLOP/s, in both frameworks (the CPU's practical peak)
   portable    batch-1 latency of squeezenet_v1_1 as TFLite float32 / int8 (XNNPACK) and ONNX Runtime
@@ -51,7 +52,8 @@ flags.DEFINE_list("models", ["squeezenet_v1_0", "squeezenet_v1_1", "alexnet_owt"
 flags.DEFINE_list("parts", ["matmul", "bandwidth", "infer", "latency", "predictor", "train", "portable",
                            "sparsity"], "What to measure.")
 flags.DEFINE_bool("quick", False, "The targets only: --models=squeezenet_v1_0,squeezenet_v1_1 "
-                  "--parts=matmul,infer,latency,predictor,train --train_sizes=64 --reps=3 (flags given win).")
+                  "--parts=matmul,infer,latency,predictor,train --train_sizes=64 --reps=3 "
+                  "--predictor_runtimes=auto,tf (flags given win).")
 flags.DEFINE_integer("steps_per_execution", None, "Training steps per call into the graph in fit (default: "
                      "what train() uses in runs of 2,000 steps or more, 8).")
 flags.DEFINE_list("train_sizes", ["64", "224"], "Image sizes of the training measurements.")
@@ -149,7 +151,7 @@ def main(argv):
   from sqznet_tf.analysis import cost  # pylint: disable=g-import-not-at-top
   if FLAGS.quick:  # flags given on the command line win
     quick = {"models": ["squeezenet_v1_0", "squeezenet_v1_1"], "parts": ["matmul", "infer", "latency", "predictor",
-             "train"], "train_sizes": ["64"], "reps": 3}
+             "train"], "train_sizes": ["64"], "reps": 3, "predictor_runtimes": ["auto", "tf"]}
     for name, value in quick.items():
       if not FLAGS[name].present:
         setattr(FLAGS, name, value)
