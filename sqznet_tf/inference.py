@@ -19,7 +19,7 @@ within 1.2e-6 on that model).
 the first call) and runs that graph in a TF session of its own with one inter-op thread, as TF
 Serving runs a SavedModel: oneDNN keeps each constant filter in its own layout between calls
 instead of reordering it per call, and the two expand convolutions of a Fire module no longer run
-side by side on two cores that each of them wants whole. On the AVX2-only CPU at batch 1 (v1.0 /
+side by side, each asking for all the cores. On the AVX2-only CPU at batch 1 (v1.0 /
 v1.1 at 224 px): 15.3 / 8.3 ms against 19.0 / 10.9 ms for the traced function (BENCHMARKS.md "TF
 alone at batch 1"). The AVX-512 CPU measured an earlier frozen form slower, so
 `sqznet_tf.runtimes.Predictor` measures both forms on the machine and keeps the faster.
