@@ -25,6 +25,7 @@ alone at batch 1"). The AVX-512 CPU measured an earlier frozen form slower, so
 `sqznet_tf.runtimes.Predictor` measures both forms on the machine and keeps the faster.
 """
 
+import copy
 from typing import Dict
 
 import numpy as np
@@ -121,6 +122,13 @@ class Predictor:
     session = tf.compat.v1.Session(graph=graph, config=config)
     feed, fetch = frozen.inputs[0].name, frozen.outputs[0].name
     return lambda x: session.run(fetch, {feed: x})
+
+  def frozen(self) -> "Predictor":
+    """This Predictor's frozen form (`freeze=True`) on the same traced function and batch-norm fold:
+    nothing is built or traced again."""
+    other = copy.copy(self)
+    other.freeze, other._run = True, None  # pylint: disable=protected-access
+    return other
 
   def __call__(self, x) -> np.ndarray:
     if self._run is None:

@@ -177,7 +177,7 @@ class Predictor:
 
   def _runner(self, runtime: str) -> Callable:
     if runtime == TF_FROZEN and runtime not in self._runners:
-      self._runners[runtime] = TFPredictor(self.model, freeze=True)
+      self._runners[runtime] = self._tf.frozen()  # the same fold and trace, frozen
     if runtime not in self._runners:
       cls, _, suffix = _RUNNERS[runtime]
       data = self._files().read(suffix)

@@ -71,6 +71,7 @@ def test_tf_alone_measures_its_two_forms_and_the_frozen_one_is_a_snapshot(shippe
   ref = TFPredictor(model)(photos)
   frozen = TFPredictor(model, freeze=True)
   np.testing.assert_allclose(frozen(photos), ref, atol=1e-5)
+  np.testing.assert_allclose(TFPredictor(model).frozen()(photos), ref, atol=1e-5)  # the form runtimes uses
   assert (frozen(photos).argmax(1) == ref.argmax(1)).all()
   run = runtimes.Predictor(model, "tf", cache=str(tmp_path))
   one = run.runtime_for(1)
