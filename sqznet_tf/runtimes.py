@@ -211,6 +211,8 @@ class Predictor:
       except (SqznetError, ImportError, ValueError, RuntimeError) as e:
         reporting.progress(f"runtime {runtime} unavailable for {self.model.name}: {str(e).splitlines()[0][:160]}")
     choice = {"small_batch": self.small_batch, "candidates": candidates, "machine": machine}
+    reporting.progress(f"measuring {', '.join(runners)} for {self.model.name} at batch 1 and {self.small_batch} "
+                       f"(once on this machine; the choice is cached in {self._files().folder})")
     for batch, calls, key in ((1, _CHOICE_CALLS, "runtime"), (self.small_batch, _CHOICE_CALLS // 2, "runtime_small")):
       x = np.zeros((batch, *self.input_shape[1:]), np.float32)
       ms = {r: round(1e3 * reporting.median_seconds(lambda run=run: run(x), calls), 3) for r, run in runners.items()}

@@ -46,10 +46,12 @@ def test_every_runtime_gives_tf_s_answers(shipped, photos, runtime, tmp_path):
   assert len(os.listdir(tmp_path)) == 1  # the converted model, kept for the next process
 
 
-def test_auto_measures_once_and_keeps_its_choice(shipped, photos, tmp_path, monkeypatch):
+def test_auto_measures_once_and_keeps_its_choice(shipped, photos, tmp_path, monkeypatch, capsys):
   model, _ = shipped
   run = runtimes.Predictor(model, "auto", cache=str(tmp_path))
   one, small = run.runtime_for(1), run.runtime_for(runtimes.SMALL_BATCH)
+  # The wait says what it is (a first prediction measures before it answers).
+  assert f"measuring tf, tf-frozen, tflite, onnx for {model.name} at batch 1 and 8 (once" in capsys.readouterr().err
   assert run.runtime_for(runtimes.SMALL_BATCH + 1) == "tf" and run.runtime_for(2) == small
   at_1, at_small = run.choice["batch_1_ms"], run.choice[f"batch_{runtimes.SMALL_BATCH}_ms"]
   assert set(at_1) == set(at_small) == {"tf", "tf-frozen", "tflite", "onnx"}
@@ -63,6 +65,7 @@ def test_auto_measures_once_and_keeps_its_choice(shipped, photos, tmp_path, monk
   monkeypatch.setattr(runtimes, "_convert", no_conversion)
   again = runtimes.Predictor(model, "auto", cache=str(tmp_path))
   assert again.runtime_for(1) == one and again.choice == stored  # read back, not measured
+  assert "measuring" not in capsys.readouterr().err
   np.testing.assert_allclose(again(photos[:2]), TFPredictor(model)(photos[:2]), atol=1e-4)
 
 
