@@ -75,6 +75,12 @@ def pretrained(models, release_path):
   return models.get("squeezenet_v1_0_caffe", 227, weights=str(release_path))
 
 
+# REFERENCE.md section 7 / imagenet_sample/REFERENCE_ACCURACY.txt: an independent numpy Caffe
+# forward pass (PIL decode, antialiased bilinear resize to 256x256, crop 227, conv10 pad 1) gives
+# top-1 65.2%, top-5 86.4% (326 and 432 of 500).
+REF_TOP1, REF_TOP5 = 0.652, 0.864
+
+
 # The shared CIFAR-10 run: sqznet-train as a user runs it, started in the background when the session
 # starts (by the xdist controller, or by pytest itself without xdist) so that no worker sits idle
 # while it trains; the tests that use it wait for its exit status. Files that use `cifar_run`:
@@ -99,6 +105,8 @@ def _wants_cifar_run(config) -> bool:
 
 
 def pytest_configure(config):
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False  # xdist keeps the order of pytest_collection_modifyitems
   import shlex  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
@@ -120,6 +128,43 @@ def pytest_configure(config):
   proc = subprocess.Popen(["sh", "-c", script], env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
                           start_new_session=True)
   _background.append((proc, work))
+
+
+# Seconds each test file took on the slower CPU (2-core AMD EPYC without AVX-512, 2026-12-05,
+# `pytest -n 2 --dist loadfile`, compress and distillation after that day's changes). Used for the
+# order only: the files are handed to the xdist workers longest first, so that the last ones to
+# finish are short and neither worker waits long for the other at the end (xdist's own order, by
+# number of tests, put the two longest single-test files last: 26 s of one worker idle). A file not
+# listed counts as 5 s. The files that wait for the shared CIFAR-10 run do not go first.
+FILE_SECONDS = {
+    "tools/test_compress.py": 160, "tools/test_model_forms.py": 108, "tools/test_tune.py": 105,
+    "tools/test_dsd_binary.py": 98, "training/test_train.py": 84, "compression/test_cluster_quantize_tflite.py": 78,
+    "tools/test_robustness.py": 71, "tools/test_export.py": 69, "pruning/test_dsd.py": 65,
+    "compression/test_distill_budget.py": 63, "export/test_server.py": 63, "tools/test_prune_channels.py": 59,
+    "pruning/test_channels.py": 58, "models/test_builders.py": 38, "analysis/test_roofline.py": 37,
+    "test_runtimes.py": 36, "tools/test_pretrained.py": 35, "search/test_space.py": 33, "training/test_options.py": 31,
+    "test_keras_stack.py": 28, "pruning/test_sensitivity.py": 26, "test_evaluation.py": 25,
+    "formats/test_hostile_files.py": 20, "export/test_serving.py": 15, "formats/test_net.py": 12,
+    "tools/test_forkserver.py": 12, "compression/test_container.py": 12, "models/test_pointwise.py": 11,
+    "test_loading.py": 8, "training/test_pipeline.py": 4, "test_inference.py": 3, "analysis/test_cost.py": 3,
+    "test_structure.py": 2,
+}
+
+
+def file_order(files):
+  """`files` (paths under tests/, as in node ids) longest first by FILE_SECONDS; no CIFAR_RUN_USERS file
+  among the first two (the workers' first files, started while the shared run trains)."""
+  key = lambda f: -FILE_SECONDS.get(f.split("/", 1)[-1], 5)  # noqa: E731
+  order = sorted(files, key=key)
+  first = [f for f in order if f not in CIFAR_RUN_USERS][:2]
+  return first + [f for f in order if f not in first]
+
+
+def pytest_collection_modifyitems(session, config, items):  # pylint: disable=unused-argument
+  files = {}
+  for item in items:
+    files.setdefault(item.nodeid.split("::")[0], []).append(item)
+  items[:] = [item for f in file_order(list(files)) for item in files[f]]
 
 
 def pytest_collection_finish(session):  # pylint: disable=unused-argument

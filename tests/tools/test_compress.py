@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from tests.conftest import class_subset, shared_data_dir
+from tests.conftest import REF_TOP1, REF_TOP5, class_subset, shared_data_dir
 from tests.tools import last_json, run_tool
 
 
@@ -21,7 +21,9 @@ def test_six_bit_release_is_under_470_kib_within_a_point(release_path, sample_di
   loaded, shared, encoded = d["stages"]
   assert loaded["stage"] == "loaded" and encoded["stage"].startswith("encoded")
   assert encoded["file_bytes"] == os.path.getsize(out) <= 470 * 1024
-  assert loaded["top1"] > 0.6  # the decoded release on the 500 photos (65.6% measured)
+  # The decoded release on the 500 photos with TF's decoder (the binaries' default; 65.6% and 86.4%
+  # measured): the reference's accuracy, as tests/test_evaluation.py holds it with PIL's decoder.
+  assert abs(loaded["top1"] - REF_TOP1) <= 0.01 and abs(loaded["top5"] - REF_TOP5) <= 0.015, loaded
   assert round(500 * encoded["top1"]) >= round(500 * loaded["top1"]) - 5, (loaded, encoded)  # a point of 500
   assert encoded["density"] == loaded["density"] < 0.35  # the release's sparsity is kept
   conv10 = next(t for t in d["tensors"] if t["name"] == "conv10:0")
@@ -39,7 +41,8 @@ def test_six_bit_release_is_under_470_kib_within_a_point(release_path, sample_di
          [(l.name, [w.shape for w in l.weights]) for l in release.layers]
   assert info.preprocessing == release_info.preprocessing and info.classes == 1000
   photos = sorted(sample_dir.iterdir())[:3]
-  r = run("predict", f"--weights={out}", "--top_k=2", "--format=json", *photos)
+  # --runtime=tf: the choice among runtimes (auto) is tests/test_runtimes.py's.
+  r = run("predict", f"--weights={out}", "--top_k=2", "--runtime=tf", "--format=json", *photos)
   assert r.returncode == 0, r.stderr
   prep = preprocessing.Preprocessor(info.preprocessing)
   probs = model.predict_on_batch(np.stack([prep(p.read_bytes()) for p in photos]))
