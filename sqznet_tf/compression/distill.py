@@ -351,6 +351,13 @@ def distill(student, teacher, shared: Dict[str, sharing.Shared], cfg: DistillCon
   if cfg.reassign:
     latent_opt = adam(cfg.reassign_rate or cfg.learning_rate)
     parts.update(latents=books.latents, codes=books.codes, latent_optimizer=latent_opt)
+  # The optimizers' slots made now, not inside `step`'s first trace: tf.function traces a function
+  # again when its first trace created variables (the step took two traces, 5 s each for the CIFAR
+  # model on the AVX2-only CPU, before its first batch).
+  opt.build(books.books)
+  offset_opt.build(offsets)
+  if cfg.reassign:
+    latent_opt.build(books.latents)
   ckpt = tf.train.Checkpoint(**parts)
   manager = tf.train.CheckpointManager(ckpt, os.path.join(cfg.work_dir, "ckpt"), max_to_keep=1)
   if done and manager.latest_checkpoint:

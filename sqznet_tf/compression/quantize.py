@@ -10,6 +10,7 @@ from sqznet_tf.compression import tflite
 from sqznet_tf.data import pipeline as data_pipeline
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.models.layers import CUSTOM_OBJECTS, copy_layer
+from sqznet_tf.training import optimizers
 
 _qk = tfmot().quantization.keras
 
@@ -121,5 +122,6 @@ def qat_tflite(train_config, model, epochs: int) -> bytes:
   qat = quantize_aware(model)
   qat.compile(optimizer=keras.optimizers.SGD(train_config.learning_rate, momentum=0.9),
               loss=keras.losses.CategoricalCrossentropy())
+  optimizers.build_slots(qat)
   qat.fit(data.train.repeat(), epochs=epochs, steps_per_epoch=steps, verbose=train_config.verbose)
   return tflite.convert(qat, "dynamic", converter=tflite.keras_converter(qat))

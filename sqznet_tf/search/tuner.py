@@ -22,6 +22,7 @@ from sqznet_tf.io import save_figure, write_json_atomic
 from sqznet_tf.models import build, get_config, pointwise
 from sqznet_tf.search import space as space_lib
 from sqznet_tf.search.space import ARCH_PARAMS, SearchSpace
+from sqznet_tf.training import optimizers
 from sqznet_tf.weights import WeightsInfo, save_model
 
 TUNERS = ("random", "grid", "hyperband", "bayesian")
@@ -120,6 +121,7 @@ class SqueezeNetHyperModel(kt.HyperModel):
                   loss=keras.losses.CategoricalCrossentropy(),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                            keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
+    optimizers.build_slots(model)
     return model
 
   def cost(self, hp, budget: Budget) -> Dict[str, int]:

@@ -35,7 +35,7 @@ from sqznet_tf.models import build, get_config, pointwise
 from sqznet_tf.reporting import progress
 from sqznet_tf.training import wrappers
 from sqznet_tf.training import callbacks as cb
-from sqznet_tf.training import schedules, strategies
+from sqznet_tf.training import optimizers, schedules, strategies
 from sqznet_tf.training.config import GROUP_FROM_STEPS, GROUPED_STEPS, TrainConfig
 
 
@@ -222,6 +222,7 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
                              keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
                     jit_compile=config.jit_compile,
                     steps_per_execution=per_call)
+      optimizers.build_slots(model)
     info = weights_lib.WeightsInfo(
         name=os.path.basename(os.path.abspath(config.model_dir)), architecture=config.model,
         classes=data.num_classes, preprocessing=data.preprocessing, labels=",".join(data.class_names),

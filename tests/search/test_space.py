@@ -49,6 +49,7 @@ def test_hypermodel_builds_the_registry_networks():
     hm.values(hp)
     hp.values["squeeze_ratio"] = sr
     model = hm.build(hp)
+    assert len(model.optimizer.variables) == 1 + len(model.trainable_variables)  # slots made before fit's trace
     expected = analysis.analyze("squeezenet_v1_0", 224, squeeze_ratio=sr)
     assert model.count_params() == expected.params
     cost = hm.cost(hp, Budget(max_params=1_300_000))

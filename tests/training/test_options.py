@@ -103,3 +103,24 @@ def test_random_resized_crop_changes_the_view():
   np.testing.assert_array_equal(labels, labels_cropped)
   assert not np.array_equal(plain, cropped)
   np.testing.assert_array_equal(cropped, again)
+
+
+def test_the_optimizer_slots_are_made_before_the_first_trace():
+  """sqznet_tf.training.optimizers.build_slots (train(), the tuner's models, QAT): Keras's train
+  function is traced once. Without it the first trace makes the momenta and tf.function traces
+  again (two traces here: the control below)."""
+  from sqznet_tf import get_model  # pylint: disable=g-import-not-at-top
+  from sqznet_tf._keras import keras  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.training import optimizers  # pylint: disable=g-import-not-at-top
+  x = np.random.default_rng(0).uniform(size=(4, 24, 24, 3)).astype("float32")
+  y = keras.utils.to_categorical(np.arange(4) % 3, 3)
+  traces = {}
+  for built in (True, False):
+    model = get_model("squeezenet_v1_1", classes=3, input_shape=(24, 24, 3))
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "categorical_crossentropy")
+    if built:
+      optimizers.build_slots(model)
+      assert len(model.optimizer.variables) == 1 + len(model.trainable_variables)  # iterations + a momentum each
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    traces[built] = model.train_function.experimental_get_tracing_count()
+  assert traces == {True: 1, False: 2}, traces
