@@ -12,6 +12,7 @@ import pytest
 import sqznet_tf
 from sqznet_tf import _keras
 from sqznet_tf._keras import keras
+from sqznet_tf.training import optimizers
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -31,6 +32,7 @@ def test_prune_low_magnitude_accepts_builder_model():
   wrapped = [l.layer for l in pruned.layers if type(l).__name__ == "PruneLowMagnitude"]
   assert sum(isinstance(l, keras.layers.Conv2D) for l in wrapped) == 1 + 8 * 3 + 1  # every conv
   pruned.compile("sgd", "sparse_categorical_crossentropy")
+  optimizers.build_slots(pruned)  # one trace of the train function (see test_options)
   x = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype("float32")
   pruned.fit(x, np.array([0, 1, 2, 0]), epochs=1, verbose=0,
              callbacks=[mot.sparsity.keras.UpdatePruningStep()])

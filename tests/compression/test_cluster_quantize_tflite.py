@@ -8,6 +8,7 @@ from sqznet_tf._keras import keras, tf, tfmot
 from sqznet_tf.compression import cluster, quantize, tflite
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.models.layers import LRN, CeilMaxPool2D
+from sqznet_tf.training import optimizers
 
 SIZE, CLASSES = 32, 10
 
@@ -50,6 +51,7 @@ def test_cluster_preserves_zeros_and_limits_codebook():
   before = cluster.strip_clusters(clustered)
   x, y = data(8)
   clustered.compile(keras.optimizers.SGD(0.1), "categorical_crossentropy")
+  optimizers.build_slots(clustered)  # one trace of the train function (see test_options)
   history = clustered.fit(x, y, batch_size=4, epochs=1, verbose=0)
   assert np.isfinite(history.history["loss"][0])
   stripped = cluster.strip_clusters(clustered)
@@ -138,6 +140,7 @@ def test_quantize_aware_trains_and_predicts(batch_norm):
   # a random-init net fed [0, 1] images quantizes every activation to 0 and gets no gradient.
   x, y = data(8, scale=255)
   qat.compile(keras.optimizers.SGD(0.01), "categorical_crossentropy")
+  optimizers.build_slots(qat)  # one trace of the train function (see test_options)
   history = qat.fit(x, y, batch_size=4, epochs=1, verbose=0)
   assert np.isfinite(history.history["loss"][0])
   assert not np.array_equal(kernel.numpy(), conv1)
@@ -162,6 +165,7 @@ def test_quantize_aware_keeps_lrn_and_ceil_pool_in_float(tmp_path):
   assert configs["conv1"].get_config()["weight_attrs"] == ["kernel"]  # conv -> ReLU keeps its kernel quantized
   x, y = data(4, size=16)
   qat.compile("sgd", "categorical_crossentropy")
+  optimizers.build_slots(qat)  # one trace of the train function (see test_options)
   qat.fit(x, y, verbose=0)
   probs = qat.predict(x, verbose=0)
   assert probs.shape == (4, CLASSES)
@@ -237,6 +241,7 @@ def test_clustering_fine_tune_keeps_the_shipped_models_accuracy():
   dense = float(np.mean(np.argmax(model.predict_on_batch(x_test), 1) == y_test))
   wrapped = cluster.cluster_wrapper(4, "optimal", cluster.prunable_layers(model))(model)
   wrapped.compile(keras.optimizers.SGD(0.01, momentum=0.9), keras.losses.CategoricalCrossentropy())
+  optimizers.build_slots(wrapped)  # one trace of the train function (see test_options)
   wrapped.fit(x_train, keras.utils.to_categorical(y_train, 10), batch_size=16, epochs=1, verbose=0)
   shared = cluster.strip_clusters(wrapped)
   top1 = float(np.mean(np.argmax(shared.predict_on_batch(x_test), 1) == y_test))

@@ -12,6 +12,7 @@ from sqznet_tf.data.pipeline import DataSpec
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.pruning import prune
 from sqznet_tf.pruning.dsd import DSDConfig, run_dsd
+from sqznet_tf.training import optimizers
 from sqznet_tf.training.config import TrainConfig
 from tests.conftest import assert_figure
 
@@ -37,6 +38,7 @@ def test_glob_map_reaches_exact_targets():
   born_zero = {name: int((k == 0).sum()) for name, k in kernels(model).items()}
   pruned = prune.prune_model(model, targets, prune.ScheduleSpec(begin_step=0, end_step=1))
   pruned.compile("sgd", "categorical_crossentropy")
+  optimizers.build_slots(pruned)  # one trace of the train function (see test_options)
   x = np.random.default_rng(0).uniform(size=(16, 32, 32, 3)).astype("float32")
   y = keras.utils.to_categorical(np.arange(16) % 10, 10)
   pruned.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=prune.pruning_callbacks())
@@ -176,6 +178,7 @@ def test_polynomial_schedule_reaches_the_target_at_end_step():
   pruned = prune.prune_model(model, targets, prune.ScheduleSpec("polynomial", begin_step=0, end_step=4,
                                                                 frequency=1, power=1.0))
   pruned.compile("sgd", "categorical_crossentropy")
+  optimizers.build_slots(pruned)  # one trace of the train function (see test_options)
   x = np.random.default_rng(1).uniform(size=(8, 24, 24, 3)).astype("float32")
   y = keras.utils.to_categorical(np.arange(8) % 10, 10)
   seen = []
