@@ -351,9 +351,8 @@ def distill(student, teacher, shared: Dict[str, sharing.Shared], cfg: DistillCon
   if cfg.reassign:
     latent_opt = adam(cfg.reassign_rate or cfg.learning_rate)
     parts.update(latents=books.latents, codes=books.codes, latent_optimizer=latent_opt)
-  # The optimizers' slots made now, not inside `step`'s first trace: tf.function traces a function
-  # again when its first trace created variables (the step took two traces, 5 s each for the CIFAR
-  # model on the AVX2-only CPU, before its first batch).
+  # The slots made before `step`'s first trace, as training.optimizers.build_slots does for a
+  # compiled model (here three optimizers over their own variables): one trace instead of two.
   opt.build(books.books)
   offset_opt.build(offsets)
   if cfg.reassign:
