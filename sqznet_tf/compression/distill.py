@@ -35,7 +35,7 @@ import numpy as np
 from sqznet_tf._keras import keras, tf
 from sqznet_tf.compression import sharing
 from sqznet_tf.compression.config import DistillConfig
-from sqznet_tf.data import preprocessing
+from sqznet_tf.data import pipeline, preprocessing
 from sqznet_tf.errors import SqznetError
 from sqznet_tf.io import write_json_atomic
 
@@ -108,7 +108,7 @@ def augmented(images: np.ndarray, prep, batch_size: int, seed: int, augment: boo
       w = tf.random.uniform([tf.shape(x)[0], 1, 1, 1])
       return w * x + (1 - w) * tf.reverse(x, axis=[0])
     ds = ds.map(mix)
-  return ds.prefetch(2)
+  return ds.with_options(pipeline.dataset_options(deterministic=True)).prefetch(2)
 
 
 EVAL_BATCH = 32  # photos per forward pass of the epochs' check (centre crops)

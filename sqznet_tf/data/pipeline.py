@@ -225,10 +225,25 @@ def _finish(ds, spec: DataSpec, n: int, num_classes: int, batch_size: int, train
   else:
     ds = ds.map(eval_map, num_parallel_calls=AUTOTUNE, deterministic=spec.deterministic)
   ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)), num_parallel_calls=AUTOTUNE)
-  options = tf.data.Options()
-  options.deterministic = spec.deterministic
+  options = dataset_options(spec.deterministic)
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
   return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def dataset_options(deterministic: bool = False) -> "tf.data.Options":
+  """The options of every dataset the package iterates: tf.data's autotuning model off.
+
+  With it on, the end of a Keras `fit` of a minute or more (when the training iterator is
+  deleted) sometimes waited about 27 s with the CPU idle, in the iterator's destructor: 3 of 6
+  one-epoch `sqznet-train` runs of the CIFAR-10 demo, 0 of 6 with it off, same epoch times
+  (BENCHMARKS.md, "Training: a stall at the end of fit"). Without the model, AUTOTUNE map
+  parallelism is the number of cores (what it tuned to on 2 cores) and `prefetch(AUTOTUNE)`
+  keeps its own buffer tuning.
+  """
+  options = tf.data.Options()
+  options.deterministic = deterministic
+  options.autotune.enabled = False
+  return options
 
 
 def resize_size_for(spec: DataSpec) -> int:

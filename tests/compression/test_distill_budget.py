@@ -177,6 +177,7 @@ def test_augmented_batches_crop_flip_and_blend():
   mixed = np.concatenate([b.numpy() for b in distill.augmented(images, prep, 4, 0, augment=True, mixup=True)])
   assert mixed.shape == (10, 24, 24, 3) and -1 <= mixed.min() and mixed.max() <= 1
   assert not any(np.allclose(x, c, atol=1e-5) for x in mixed for c in centre)
+  assert distill.augmented(images, prep, 4, 0).options().autotune.enabled is False  # pipeline.dataset_options
 
 
 def test_importance_weighted_sharing_puts_centroids_where_it_matters():

@@ -51,6 +51,9 @@ def test_unreadable_images_are_skipped_and_counted(tiny_tree):
   assert len(d.skipped) == 1 and d.skipped[0].endswith("zz_broken.jpg")
   assert d.train_size + d.val_size == 40 and d.val_size == 10
   assert sum(int(x.shape[0]) for x, _ in d.train) == 30
+  # tf.data's autotuning model is off on every dataset (the end-of-fit stall, pipeline.dataset_options),
+  # also once Keras repeats the training set.
+  assert [ds.options().autotune.enabled for ds in (d.train, d.val, d.train.repeat())] == [False] * 3
 
 
 def test_strict_data_stops_with_the_path(tiny_tree):
