@@ -109,8 +109,9 @@ def main():
       # fit as train() compiles it for a long run (--steps_per_execution: other group sizes)
       m.compile(optimizer=opt, loss=loss_fn, steps_per_execution=per_call)
       # One in-memory batch, repeated: nothing for tf.data's autotuner to tune, and with it on, each
-      # fit call's end waited for the autotuner's next wake-up (0-1.4 s per 48-step call, which
-      # train() does not pay: its one fit call returns 0.00 s after on_train_end, measured).
+      # fit call's end waited for the autotuner's next wake-up (0-1.4 s per 48-step call; train()'s
+      # one fit call paid it too, 27 s after some one-epoch runs, until its pipelines turned the
+      # autotuner off: sqznet_tf.data.pipeline.dataset_options, BUILD_NOTES).
       options = tf.data.Options()
       options.autotune.enabled = False
       ds = tf.data.Dataset.from_tensors((x, y)).repeat().with_options(options)
