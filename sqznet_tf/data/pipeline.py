@@ -233,10 +233,11 @@ def _finish(ds, spec: DataSpec, n: int, num_classes: int, batch_size: int, train
 def dataset_options(deterministic: bool = False) -> "tf.data.Options":
   """The options of every dataset the package iterates: tf.data's autotuning model off.
 
-  With it on, the end of a Keras `fit` of a minute or more (when the training iterator is
-  deleted) sometimes waited about 27 s with the CPU idle, in the iterator's destructor: 3 of 6
-  one-epoch `sqznet-train` runs of the CIFAR-10 demo, 0 of 6 with it off, same epoch times
-  (BENCHMARKS.md, "Training: a stall at the end of fit"). Without the model, AUTOTUNE map
+  With it on, deleting an iterator (Keras `fit` does when it returns) could wait, CPU idle, for
+  the model's thread to reach its next optimisation time (10 ms x (2^k - 1) after the first
+  batch, then every 60 s): 3 of 6 one-epoch `sqznet-train` runs of the CIFAR-10 demo returned
+  about 27 s late, 0 of 6 with it off, same epoch times (BENCHMARKS.md, "Training: a stall at
+  the end of fit"; `bench/fit_end_stall.py`). Without the model, AUTOTUNE map
   parallelism is the number of cores (what it tuned to on 2 cores) and `prefetch(AUTOTUNE)`
   keeps its own buffer tuning.
   """
