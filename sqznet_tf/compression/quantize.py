@@ -120,8 +120,7 @@ def qat_tflite(train_config, model, epochs: int) -> bytes:
   data = data_pipeline.make_datasets(train_config.data, train_config.batch_size, int(model.output_shape[-1]))
   steps = train_config.steps_per_epoch or max(1, data.train_size // train_config.batch_size)
   qat = quantize_aware(model)
-  qat.compile(optimizer=keras.optimizers.SGD(train_config.learning_rate, momentum=0.9),
-              loss=keras.losses.CategoricalCrossentropy())
-  optimizers.build_slots(qat)
+  optimizers.compile_model(qat, optimizer=keras.optimizers.SGD(train_config.learning_rate, momentum=0.9),
+                           loss=keras.losses.CategoricalCrossentropy())
   qat.fit(data.train.repeat(), epochs=epochs, steps_per_epoch=steps, verbose=train_config.verbose)
   return tflite.convert(qat, "dynamic", converter=tflite.keras_converter(qat))

@@ -117,11 +117,10 @@ class SqueezeNetHyperModel(kt.HyperModel):
     # A trial's model is only trained and scored: its 1x1 convolutions run as matrix products, as
     # train() runs them (the same numbers, less time per step on CPUs; models/pointwise.py).
     pointwise.use_matmul(pointwise.pointwise_layers(model))
-    model.compile(optimizer=keras.optimizers.SGD(lr, momentum=self.momentum),
-                  loss=keras.losses.CategoricalCrossentropy(),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                           keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
-    optimizers.build_slots(model)
+    optimizers.compile_model(model, optimizer=keras.optimizers.SGD(lr, momentum=self.momentum),
+                             loss=keras.losses.CategoricalCrossentropy(),
+                             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                                      keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
     return model
 
   def cost(self, hp, budget: Budget) -> Dict[str, int]:

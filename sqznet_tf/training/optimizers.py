@@ -1,4 +1,4 @@
-"""The optimizer's variables made before the first step of a Keras fit."""
+"""Compiling a model for `fit` with the optimizer's variables made before the first step."""
 
 from sqznet_tf._keras import keras
 
@@ -13,3 +13,10 @@ def build_slots(model) -> None:
   opt = getattr(model, "optimizer", None)
   if isinstance(opt, keras.optimizers.Optimizer):  # the legacy optimizers make theirs when first applied
     opt.build(model.trainable_variables)
+
+
+def compile_model(model, **compile_args) -> None:
+  """`model.compile(**compile_args)`, then `build_slots(model)`: how the package compiles every
+  model it fits (train(), the tuner's trials, QAT)."""
+  model.compile(**compile_args)
+  build_slots(model)

@@ -216,13 +216,12 @@ def train(config: TrainConfig, wrap: Optional[Callable] = None, unwrap: Optional
         _l2_losses(model, config.weight_decay)
       warmup = int(round(config.warmup_epochs * steps))
       schedule = schedules.make_schedule(config.lr_schedule, config.learning_rate, steps * config.epochs, warmup)
-      model.compile(optimizer=_optimizer(config, schedule),
-                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-                    metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                             keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
-                    jit_compile=config.jit_compile,
-                    steps_per_execution=per_call)
-      optimizers.build_slots(model)
+      optimizers.compile_model(model, optimizer=_optimizer(config, schedule),
+                               loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                               metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                                        keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
+                               jit_compile=config.jit_compile,
+                               steps_per_execution=per_call)
     info = weights_lib.WeightsInfo(
         name=os.path.basename(os.path.abspath(config.model_dir)), architecture=config.model,
         classes=data.num_classes, preprocessing=data.preprocessing, labels=",".join(data.class_names),
