@@ -47,6 +47,15 @@ def test_the_library_builds_it_by_name():
   json.dumps(info.to_dict())  # the metadata is plain data
 
 
+def test_make_demo_lists_the_shipped_file():
+  """`make demo` names the shipped file's path itself (no Python process just to print it)."""
+  from sqznet_tf import weights as weights_lib  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  with open(os.path.join(root, "Makefile"), encoding="utf-8") as f:
+    named = [line.split(":=", 1)[1].strip() for line in f if line.startswith("SHIPPED :=")]
+  assert named and os.path.samefile(os.path.join(root, named[0]), weights_lib.pretrained_path("cifar10"))
+
+
 def test_training_starts_from_the_shipped_model(tmp_path):
   """--init_weights=cifar10 (what make demo's DSD fine-tuning starts from): every tensor is the
   shipped one before the first step (learning rate 1e-9 for one step leaves them in place)."""
