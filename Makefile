@@ -6,8 +6,10 @@ STAMP := $(VENV)/.sqznet-installed
 
 .PHONY: demo demo-cifar demo-digits test venv clean bench-torch-env
 
+# Without pip at first (ensurepip takes 3.9 s): the Python's own pip (pip >= 22.3: --python) puts uv
+# into the venv and uv adds pip; where that pip is missing or older, ensurepip runs as usual.
 $(PY):
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --without-pip $(VENV)
 
 # Reinstall when the dependencies change; the package itself is installed editable. uv (pinned in
 # constraints.txt) installs the same pinned versions as pip in a fraction of the time (BUILD_NOTES
@@ -22,9 +24,11 @@ WARM_TEST := import keras_tuner, tf2onnx, onnxruntime, kserve, fastapi, ai_edge_
 	tensorflow_serving.apis.prediction_log_pb2, matplotlib.pyplot, h5py, yaml, pytest, xdist
 $(STAMP): $(PY) setup.py constraints.txt
 	@echo "installing the pinned dependencies (constraints.txt) and the package, editable, with uv"
-	@if $(PY) -m pip install -q -c constraints.txt uv && \
-	  $(VENV)/bin/uv pip install -q --python $(PY) -c constraints.txt -e '.[test,export,serve]'; then :; else \
+	@if { $(PYTHON) -m pip --python $(PY) install -q -c constraints.txt uv 2>/dev/null || \
+	      { $(PY) -m ensurepip >/dev/null && $(PY) -m pip install -q -c constraints.txt uv; }; } && \
+	  $(VENV)/bin/uv pip install -q --python $(PY) -c constraints.txt -e '.[test,export,serve]' pip; then :; else \
 	  echo "make: uv could not install the dependencies; installing them with pip"; \
+	  { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; } && \
 	  $(PY) -m pip install -q -c constraints.txt -e '.[test,export,serve]'; fi
 	@echo "compiling the modules the binaries import to bytecode"
 	@env -u PYTHONDONTWRITEBYTECODE TF_CPP_MIN_LOG_LEVEL=3 $(PY) -W ignore -c "$(WARM_CORE)"
