@@ -81,7 +81,8 @@ def run_main(main, allow_args: bool = False, resume: str = ""):
 def _exit(code) -> None:
   """Ends the binary as the interpreter would, without its teardown of the loaded modules.
 
-  What a normal exit does and this keeps: other non-daemon threads are waited for, atexit handlers
+  What a normal exit does and this keeps: other non-daemon threads are waited for (after the hooks
+  registered for that, `threading._shutdown`, as the interpreter does), atexit handlers
   run (logging's flush, temporary folders' finalizers, TensorFlow's own) and stdout/stderr are
   flushed; the exit status is SystemExit's. What it skips: freeing every module and object one by
   one, and TensorFlow's C++ teardown, 0.65 s of every binary's run on the AVX2-only CPU (BENCHMARKS.md
@@ -92,9 +93,10 @@ def _exit(code) -> None:
   elif not isinstance(code, int):
     sys.stderr.write(f"{code}\n")
     code = 1
-  for thread in threading.enumerate():
-    if thread is not threading.main_thread() and not thread.daemon:
-      thread.join()
+  # What the interpreter's own shutdown starts with: the hooks threads registered (an executor's
+  # idle workers are told to stop there; joining them without it waits forever), then every
+  # non-daemon thread joined.
+  threading._shutdown()  # pylint: disable=protected-access
   atexit._run_exitfuncs()  # pylint: disable=protected-access
   for stream in (sys.stdout, sys.stderr):
     try:

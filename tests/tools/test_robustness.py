@@ -192,3 +192,25 @@ def test_a_lost_peer_is_one_line_on_the_chief(tmp_path):
         p.kill()
   assert chief.returncode == 1 and "Traceback" not in err, err[-3000:]
   assert "a worker of the multi-worker run stopped" in err and "resume from the last finished epoch" in err
+
+
+def test_a_binary_exits_fast_but_completely(tmp_path):
+  """`flags.run_main` ends without the interpreter's teardown (flags._exit) and still does what an
+  exit does: a thread pool's idle workers stopped (not waited on forever), atexit handlers run,
+  buffered output flushed, the exit status kept."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  script = tmp_path / "binary.py"
+  script.write_text(
+      "import atexit, concurrent.futures, sys\n"
+      "from sqznet_tf import flags\n"
+      "def main(argv):\n"
+      "  pool = concurrent.futures.ThreadPoolExecutor(2)\n"
+      "  pool.submit(print, 'worked', flush=True).result()\n"
+      "  atexit.register(lambda: print('atexit ran'))\n"
+      "  sys.stdout.write('buffered, never flushed by main')\n"
+      "  return 3\n"
+      "flags.run_main(main)\n")
+  r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+  assert r.returncode == 3, r.stderr[-2000:]
+  assert r.stdout.splitlines() == ["worked", "buffered, never flushed by mainatexit ran"], r.stdout
