@@ -68,9 +68,13 @@ def test_train_runs_the_matrix_products_and_trains_the_same_weights(tmp_path, mo
     calls.append(kernel.shape)
     return op(inputs, kernel)
   monkeypatch.setattr(pointwise, "_matmul_op", counted)
+  # deterministic: the same first batch in both runs. Without it the parallel map may hand over
+  # its second batch first when the CPU is loaded (1 run of 6 under two busy loops, 2026-12-05:
+  # conv1's kernel then differed by 1.3e-4 after the step).
   base = TrainConfig(model="squeezenet_v1_1",
-                     data=DataSpec(source="synthetic", image_size=24, val_split=0.0), classes=4, batch_size=8,
-                     epochs=1, steps_per_epoch=1, dropout=0.0, histogram_freq=0, save_model=False, verbose=0)
+                     data=DataSpec(source="synthetic", image_size=24, val_split=0.0, deterministic=True),
+                     classes=4, batch_size=8, epochs=1, steps_per_epoch=1, dropout=0.0, histogram_freq=0,
+                     save_model=False, verbose=0)
   # One step: its update is the learning rate times gradients that agree to round-off. Over several
   # steps from random weights on random photos the two runs drift apart chaotically (measured: 1e-7
   # after one step, up to O(1) after three at the default learning rate with batch norm).
