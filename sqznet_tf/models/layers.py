@@ -7,7 +7,7 @@
 """
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, List
 
 from sqznet_tf._keras import keras, tf
 
@@ -120,14 +120,48 @@ def copy_layer(layer):
   return new
 
 
+def leaf_layers(model) -> List:
+  """The layers of `model` that compute, in order: nested models and tfmot's wrappers
+  (PruneLowMagnitude, ClusterWeights, QuantizeWrapper: `.layer`) are looked through."""
+  found = []
+
+  def visit(layer):
+    inner = getattr(layer, "layer", None)
+    if inner is not None and isinstance(inner, keras.layers.Layer):
+      visit(inner)
+    elif isinstance(layer, keras.Model):
+      for sub in layer.layers:
+        visit(sub)
+    else:
+      found.append(layer)
+
+  for layer in model.layers:
+    visit(layer)
+  return found
+
+
+@contextlib.contextmanager
+def instance_attribute(layers, name: str, value) -> Iterator[int]:
+  """While active, each of `layers` has `name` = `value` as an instance attribute (the class and
+  its config untouched); yields how many layers. Functions traced inside keep what it made them do."""
+  for layer in layers:
+    setattr(layer, name, value)
+  try:
+    yield len(layers)
+  finally:
+    for layer in layers:
+      if name in layer.__dict__:
+        delattr(layer, name)
+
+
 def _max_pool_v2(inputs, pool_size, strides, padding):
   return tf.raw_ops.MaxPoolV2(input=inputs, ksize=[1, pool_size, pool_size, 1], strides=[1, strides, strides, 1],
                               padding=padding)
 
 
-@contextlib.contextmanager
-def inference_pooling(model) -> Iterator[int]:
-  """While active, `model`'s CeilMaxPool2D layers trace MaxPoolV2; yields how many layers.
+def inference_pooling(model):
+  """While active, `model`'s CeilMaxPool2D layers trace MaxPoolV2 (a context manager; yields how
+  many layers).
 
   The same windows and values as MaxPool, but TensorFlow's oneDNN build does not take this op
   over, and its own kernel is faster on the AVX2-only CPU: v1.0 at 224 px, batch 32, 4.8% less
@@ -136,20 +170,5 @@ def inference_pooling(model) -> Iterator[int]:
   (BENCHMARKS.md "Max pooling at inference"). Functions traced inside keep it; exported graphs,
   traced elsewhere, keep MaxPool (what every converter maps).
   """
-  layers = []
-
-  def visit(layer):
-    if isinstance(layer, keras.Model):
-      for sub in layer.layers:
-        visit(sub)
-    elif type(layer) is CeilMaxPool2D:  # pylint: disable=unidiomatic-typecheck
-      layers.append(layer)
-
-  visit(model)
-  for layer in layers:
-    layer.pool_op = _max_pool_v2  # an instance attribute: the class and its config are untouched
-  try:
-    yield len(layers)
-  finally:
-    for layer in layers:
-      del layer.pool_op
+  pools = [l for l in leaf_layers(model) if type(l) is CeilMaxPool2D]  # pylint: disable=unidiomatic-typecheck
+  return instance_attribute(pools, "pool_op", _max_pool_v2)

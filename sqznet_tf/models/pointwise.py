@@ -13,10 +13,10 @@ only), same variables, same layer classes and configs: only the call changes, an
 Measured in BENCHMARKS.md ("Training: 1x1 convolutions as matrix products").
 """
 
-import contextlib
-from typing import Iterator, List
+from typing import List
 
 from sqznet_tf._keras import keras, tf
+from sqznet_tf.models.layers import instance_attribute, leaf_layers
 
 
 def _eligible(layer) -> bool:
@@ -27,21 +27,7 @@ def _eligible(layer) -> bool:
 
 def pointwise_layers(model) -> List:
   """The plain 1x1, stride-1, ungrouped Conv2D layers of `model`, also inside tfmot's wrappers."""
-  found = []
-
-  def visit(layer):
-    inner = getattr(layer, "layer", None)  # PruneLowMagnitude, ClusterWeights, QuantizeWrapper
-    if inner is not None and isinstance(inner, keras.layers.Layer):
-      visit(inner)
-    elif isinstance(layer, keras.Model):
-      for sub in layer.layers:
-        visit(sub)
-    elif _eligible(layer):
-      found.append(layer)
-
-  for layer in model.layers:
-    visit(layer)
-  return found
+  return [layer for layer in leaf_layers(model) if _eligible(layer)]
 
 
 def _matmul_op(inputs, kernel):
@@ -67,16 +53,11 @@ def use_convolution(layers) -> None:
       del layer.convolution_op
 
 
-@contextlib.contextmanager
-def pointwise_as_matmul(model, enabled: bool = True) -> Iterator[int]:
-  """While active, every 1x1 convolution of `model` runs as a matrix product; yields how many.
+def pointwise_as_matmul(model, enabled: bool = True):
+  """While active, every 1x1 convolution of `model` runs as a matrix product (a context manager;
+  yields how many).
 
   Functions traced inside (Keras' train and test steps) keep the matrix products after the block;
   calls traced afterwards use the convolutions again.
   """
-  layers = pointwise_layers(model) if enabled else []
-  use_matmul(layers)
-  try:
-    yield len(layers)
-  finally:
-    use_convolution(layers)
+  return instance_attribute(pointwise_layers(model) if enabled else [], "convolution_op", _matmul_op)
