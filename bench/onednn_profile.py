@@ -30,8 +30,9 @@ sys.path.insert(0, REPO)
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "squeezenet_v1_0", "Registry name of the network (1000 classes).")
+flags.DEFINE_string("model", "squeezenet_v1_0", "Registry name of the network.")
 flags.DEFINE_integer("size", 224, "Input height and width.")
+flags.DEFINE_integer("classes", 1000, "Output classes (10 for the CIFAR-10 network).")
 flags.DEFINE_integer("batch", 32, "Batch size.")
 flags.DEFINE_enum("mode", "infer", ["infer", "train"], "An inference call or a training step.")
 flags.DEFINE_integer("steps", 10, "Calls profiled after the warm-up.")
@@ -53,7 +54,7 @@ def _child():
   tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads or os.cpu_count())
   if FLAGS.inter_threads:
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_threads)
-  model = sqznet_tf.get_model(FLAGS.model, input_shape=(FLAGS.size, FLAGS.size, 3), classes=1000)
+  model = sqznet_tf.get_model(FLAGS.model, input_shape=(FLAGS.size, FLAGS.size, 3), classes=FLAGS.classes)
   rng = np.random.default_rng(0)
   x = rng.standard_normal((FLAGS.batch, FLAGS.size, FLAGS.size, 3), dtype=np.float32)
   if FLAGS.mode == "infer":
@@ -64,7 +65,7 @@ def _child():
     from sqznet_tf.models.pointwise import pointwise_layers, use_matmul  # pylint: disable=g-import-not-at-top
     use_matmul(pointwise_layers(model))
     xt = tf.constant(x)
-    yt = tf.constant(keras.utils.to_categorical(rng.integers(0, 1000, FLAGS.batch), 1000))
+    yt = tf.constant(keras.utils.to_categorical(rng.integers(0, FLAGS.classes, FLAGS.batch), FLAGS.classes))
     opt = keras.optimizers.SGD(0.001, momentum=0.9)
     loss_fn = keras.losses.CategoricalCrossentropy()
 
@@ -103,7 +104,7 @@ def _flops(kind, prop, desc):
 
 def _run_child(verbose):
   args = [sys.executable, os.path.abspath(__file__), "--child", f"--model={FLAGS.model}", f"--size={FLAGS.size}",
-          f"--batch={FLAGS.batch}", f"--mode={FLAGS.mode}", f"--steps={FLAGS.steps}", f"--threads={FLAGS.threads}",
+          f"--batch={FLAGS.batch}", f"--classes={FLAGS.classes}", f"--mode={FLAGS.mode}", f"--steps={FLAGS.steps}", f"--threads={FLAGS.threads}",
           f"--inter_threads={FLAGS.inter_threads}"]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   if verbose:
