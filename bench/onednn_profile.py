@@ -79,6 +79,8 @@ def _child():
     call = lambda: step().numpy()  # noqa: E731
   for _ in range(5):
     call()
+  from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
+  print(f"onednn {'on' if _pywrap_util_port.IsMklEnabled() else 'off'}", flush=True)
   print(_MARK, flush=True)
   start = time.perf_counter()
   for _ in range(FLAGS.steps):
@@ -111,8 +113,10 @@ def _run_child(verbose):
     env["ONEDNN_VERBOSE"] = "profile_exec"
   done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
   if done.returncode or _MARK not in done.stdout:
-    sys.exit(f"onednn_profile: the child run failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
-  return done.stdout.split(_MARK, 1)[1].splitlines()
+    last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+    sys.exit(f"onednn_profile: the run failed (exit {done.returncode}): {last}")
+  before, after = done.stdout.split(_MARK, 1)
+  return before.splitlines()[-1].split()[-1], after.splitlines()
 
 
 def main(argv):
@@ -120,10 +124,11 @@ def main(argv):
   if FLAGS.child:
     _child()
     return
-  wall = next(float(l.split()[1]) for l in _run_child(verbose=False) if l.startswith("wall_ms"))
+  onednn, lines = _run_child(verbose=False)
+  wall = next(float(l.split()[1]) for l in lines if l.startswith("wall_ms"))
   per = collections.defaultdict(float)
   calls = collections.Counter()
-  for line in _run_child(verbose=True):
+  for line in _run_child(verbose=True)[1]:
     parts = line.strip().split(",")
     if not line.startswith("onednn_verbose") or "exec" not in parts:
       continue
@@ -135,11 +140,16 @@ def main(argv):
     key = (parts[i + 2], parts[i + 3], parts[i + 4], parts[-2])  # kind, implementation, propagation, shape
     per[key] += ms
     calls[key] += 1
+  if not per:
+    sys.exit("onednn_profile: no oneDNN primitive ran: TensorFlow's oneDNN kernels are off here "
+             f"(TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}, or not an x86 CPU)")
   steps = FLAGS.steps
   total = sum(per.values()) / steps
   print(f"{FLAGS.model}, {FLAGS.size} px, batch {FLAGS.batch}, {FLAGS.mode}, inter-op threads "
-        f"{FLAGS.inter_threads or 'default'}: {wall:.1f} ms per call (no log), oneDNN primitives "
-        f"{total:.1f} ms per call (with the log)\n")
+        f"{FLAGS.inter_threads or 'default'}, TensorFlow's oneDNN kernels {onednn}: {wall:.1f} ms per call "
+        f"(no log), oneDNN primitives {total:.1f} ms per call (with the log)\n")
+  if onednn == "off":
+    print("(TensorFlow's own kernels ran; only the matrix products they hand to oneDNN are listed)\n")
   kinds = collections.defaultdict(float)
   for (kind, _, prop, _), ms in per.items():
     kinds[(kind, prop)] += ms
