@@ -22,6 +22,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _protocol  # noqa: E402
 
 
+def sgd_step(model, opt, loss_fn, xt, yt):
+  """One training step on a fixed batch as a `tf.function`, the loop torchvision users write:
+  forward in training mode, GradientTape, the optimizer's update; returns the loss."""
+  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
+
+  @tf.function
+  def step():
+    with tf.GradientTape() as tape:
+      loss = loss_fn(yt, model(xt, training=True))
+    opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+    return loss
+
+  return step
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -97,15 +112,7 @@ def main():
       y = keras.utils.to_categorical(rng.integers(0, 1000, batch), 1000)
       opt = keras.optimizers.SGD(0.001, momentum=0.9)
       loss_fn = keras.losses.CategoricalCrossentropy()
-      xt, yt = tf.constant(x), tf.constant(y)
-
-      @tf.function
-      def step():
-        with tf.GradientTape() as tape:
-          loss = loss_fn(yt, m(xt, training=True))
-        opt.apply_gradients(zip(tape.gradient(loss, m.trainable_variables), m.trainable_variables))
-        return loss
-
+      step = sgd_step(m, opt, loss_fn, tf.constant(x), tf.constant(y))
       # fit as train() compiles it for a long run (--steps_per_execution: other group sizes)
       m.compile(optimizer=opt, loss=loss_fn, steps_per_execution=per_call)
       # One in-memory batch, repeated: nothing for tf.data's autotuner to tune, and with it on, each

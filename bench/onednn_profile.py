@@ -26,6 +26,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app, flags  # noqa: E402
 
@@ -64,18 +65,10 @@ def _child():
   else:
     from sqznet_tf.models.pointwise import pointwise_layers, use_matmul  # pylint: disable=g-import-not-at-top
     use_matmul(pointwise_layers(model))
-    xt = tf.constant(x)
-    yt = tf.constant(keras.utils.to_categorical(rng.integers(0, FLAGS.classes, FLAGS.batch), FLAGS.classes))
-    opt = keras.optimizers.SGD(0.001, momentum=0.9)
-    loss_fn = keras.losses.CategoricalCrossentropy()
-
-    @tf.function
-    def step():
-      with tf.GradientTape() as tape:
-        loss = loss_fn(yt, model(xt, training=True))
-      opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
-      return loss
-
+    from _tf_worker import sgd_step  # pylint: disable=g-import-not-at-top  # the step vs_torchvision.py times
+    y = keras.utils.to_categorical(rng.integers(0, FLAGS.classes, FLAGS.batch), FLAGS.classes)
+    step = sgd_step(model, keras.optimizers.SGD(0.001, momentum=0.9), keras.losses.CategoricalCrossentropy(),
+                    tf.constant(x), tf.constant(y))
     call = lambda: step().numpy()  # noqa: E731
   for _ in range(5):
     call()
