@@ -25,8 +25,9 @@ alone at batch 1"). The AVX-512 CPU measured an earlier frozen form slower, so
 `sqznet_tf.runtimes.Predictor` measures both forms on the machine and keeps the faster.
 """
 
+import contextlib
 import copy
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -88,6 +89,16 @@ def fold_batch_norm(model):
   return folded
 
 
+def max_pool_v2_pays() -> bool:
+  """Whether `Predictor`'s traced function should pool with MaxPoolV2 on this CPU: on x86 CPUs
+  without AVX-512, where it was measured (5.1% less time for v1.0 at 224 px, batch 32, 2.7% for
+  v1.1, 1.0% for the CIFAR-10 model; at batch 1 within -2..+2%; BENCHMARKS.md "Max pooling at
+  inference"). Not on AVX-512 CPUs, where it is unmeasured and the package's batch-32 figures were
+  measured with MaxPool; not elsewhere, where TensorFlow runs both with its own kernel."""
+  from sqznet_tf import X86, reporting  # pylint: disable=g-import-not-at-top
+  return X86 and not reporting.machine()["avx512"]
+
+
 class Predictor:
   """`model`'s forward pass as one compiled function; `predict_on_batch`-compatible.
 
@@ -98,10 +109,13 @@ class Predictor:
     freeze: the weights as constants of the traced graph, read once at the first call (later
       changes of `model`'s weights are not seen, as in a converted TFLite or ONNX model), run by a
       session with one inter-op thread.
+    pool_v2: the traced function pools with MaxPoolV2 (`models.layers.inference_pooling`); None:
+      where it was measured faster (`max_pool_v2_pays`). The frozen form always keeps MaxPool.
   """
 
-  def __init__(self, model, fold: bool = True, freeze: bool = False):
+  def __init__(self, model, fold: bool = True, freeze: bool = False, pool_v2: Optional[bool] = None):
     self.model = model
+    self.pool_v2 = max_pool_v2_pays() if pool_v2 is None else pool_v2
     self.input_shape = model.input_shape
     self.output_shape = model.output_shape
     self.freeze = freeze
@@ -115,10 +129,8 @@ class Predictor:
 
   def _runner(self):
     if not self.freeze:
-      # Pooling as MaxPoolV2 (models.layers.inference_pooling): 5.1% less time for v1.0 at 224 px,
-      # batch 32, 2.7% for v1.1, 1.0% for the CIFAR-10 model; at batch 1 within -2..+2% (AVX2-only
-      # CPU, BENCHMARKS.md "Max pooling at inference").
-      with inference_pooling(self._net):
+      # Pooling as MaxPoolV2 where it pays (max_pool_v2_pays).
+      with inference_pooling(self._net) if self.pool_v2 else contextlib.nullcontext():
         concrete = self._fn.get_concrete_function()
       return lambda x: concrete(tf.convert_to_tensor(x)).numpy()
     # Frozen (the small batches' form where it measures faster), MaxPool stays: MaxPoolV2 made v1.1's

@@ -74,23 +74,29 @@ def test_batch_norm_that_cannot_be_folded_stays():
 
 
 def test_inference_traces_pool_with_max_pool_v2_and_training_keeps_max_pool(models):
-  """`Predictor`'s traced function pools with MaxPoolV2 (faster at large batches on the AVX2 CPU,
-  BENCHMARKS.md "Max pooling at inference"); its frozen form and every other trace keep MaxPool,
-  and the model's layers are left as they were."""
+  """`Predictor(pool_v2=True)`'s traced function pools with MaxPoolV2 (faster at large batches on
+  the AVX2 CPU, BENCHMARKS.md "Max pooling at inference"), `pool_v2=False`'s with MaxPool, the
+  default as `max_pool_v2_pays` says for this CPU (x86 without AVX-512); the frozen form and every
+  other trace keep MaxPool, and the model's layers are left as they were."""
+  from sqznet_tf import X86, reporting  # pylint: disable=g-import-not-at-top
   from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.inference import max_pool_v2_pays  # pylint: disable=g-import-not-at-top
   from sqznet_tf.models.layers import CeilMaxPool2D  # pylint: disable=g-import-not-at-top
   model = models.get("squeezenet_v1_0", 64, classes=10)  # its pools take the VALID and the SAME path
   x = np.random.default_rng(4).uniform(-1, 1, (3, 64, 64, 3)).astype(np.float32)
-  run = Predictor(model)
+  run, plain = Predictor(model, pool_v2=True), Predictor(model, pool_v2=False)
   ref = model(x, training=False).numpy()
   np.testing.assert_allclose(run(x), ref, atol=1e-5)
+  np.testing.assert_allclose(plain(x), ref, atol=1e-5)
   np.testing.assert_allclose(run.frozen()(x), ref, atol=1e-5)
 
   def pools(graph):
     return sorted(op.type for op in graph.get_operations() if op.type.startswith("MaxPool"))
   pooled = pools(run._fn.get_concrete_function().graph)  # pylint: disable=protected-access
   assert pooled and set(pooled) == {"MaxPoolV2"}, pooled
+  assert set(pools(plain._fn.get_concrete_function().graph)) == {"MaxPool"}  # pylint: disable=protected-access
   assert set(pools(run._fn_frozen.get_concrete_function().graph)) == {"MaxPool"}  # pylint: disable=protected-access
+  assert Predictor(model).pool_v2 is max_pool_v2_pays() is (X86 and not reporting.machine()["avx512"])
   assert not any("pool_op" in l.__dict__ for l in model.layers if isinstance(l, CeilMaxPool2D))
   step = tf.function(lambda t: model(t, training=True)).get_concrete_function(tf.TensorSpec(x.shape, tf.float32))
   assert set(pools(step.graph)) == {"MaxPool"}
