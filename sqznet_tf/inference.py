@@ -27,6 +27,7 @@ alone at batch 1"). The AVX-512 CPU measured an earlier frozen form slower, so
 
 import contextlib
 import copy
+import functools
 from typing import Dict, Optional
 
 import numpy as np
@@ -89,6 +90,7 @@ def fold_batch_norm(model):
   return folded
 
 
+@functools.lru_cache(maxsize=1)  # the CPU does not change under a process
 def max_pool_v2_pays() -> bool:
   """Whether `Predictor`'s traced function should pool with MaxPoolV2 on this CPU: on x86 CPUs
   without AVX-512, where it was measured (5.1% less time for v1.0 at 224 px, batch 32, 2.7% for
