@@ -6,7 +6,6 @@ not import TensorFlow.
 
 import importlib
 import os
-import platform
 import sys
 
 __version__ = "0.1.0"
@@ -16,7 +15,7 @@ __version__ = "0.1.0"
 # measured 2.3x slower in a 4096 x 4096 product and 1.3-1.5x slower in a training step
 # (BENCHMARKS.md "On the AVX2-only CPU"). On for every x86 CPU when sqznet_tf is imported before
 # TensorFlow (the switch is read when TensorFlow loads); a user's TF_ENABLE_ONEDNN_OPTS wins (0: off).
-X86 = platform.machine().lower() in ("x86_64", "amd64")
+from sqznet_tf.reporting import X86  # noqa: E402  (standard library only: TensorFlow is not loaded yet)
 if X86 and "tensorflow" not in sys.modules:
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 

@@ -32,6 +32,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from sqznet_tf import reporting
 from sqznet_tf._keras import keras, tf
 from sqznet_tf.models.layers import inference_pooling
 
@@ -97,8 +98,7 @@ def max_pool_v2_pays() -> bool:
   v1.1, 1.0% for the CIFAR-10 model; at batch 1 within -2..+2%; BENCHMARKS.md "Max pooling at
   inference"). Not on AVX-512 CPUs, where it is unmeasured and the package's batch-32 figures were
   measured with MaxPool; not elsewhere, where TensorFlow runs both with its own kernel."""
-  from sqznet_tf import X86, reporting  # pylint: disable=g-import-not-at-top
-  return X86 and not reporting.machine()["avx512"]
+  return reporting.X86 and not reporting.machine()["avx512"]
 
 
 class Predictor:

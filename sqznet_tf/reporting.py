@@ -59,6 +59,11 @@ def print_json(obj: Any, stream=None) -> None:
   stream.flush()
 
 
+# x86-64 CPUs: where the package switches TensorFlow's oneDNN kernels on (sqznet_tf/__init__.py) and
+# where inference.max_pool_v2_pays applies. Also `sqznet_tf.X86`.
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
 def machine() -> Dict[str, Any]:
   """The CPU this runs on: {"cpu": model name, "avx512": bool, "cores": usable cores} (for figures and caches).
 

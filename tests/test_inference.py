@@ -78,7 +78,7 @@ def test_inference_traces_pool_with_max_pool_v2_and_training_keeps_max_pool(mode
   the AVX2 CPU, BENCHMARKS.md "Max pooling at inference"), `pool_v2=False`'s with MaxPool, the
   default as `max_pool_v2_pays` says for this CPU (x86 without AVX-512); the frozen form and every
   other trace keep MaxPool, and the model's layers are left as they were."""
-  from sqznet_tf import X86, reporting  # pylint: disable=g-import-not-at-top
+  from sqznet_tf import reporting  # pylint: disable=g-import-not-at-top
   from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
   from sqznet_tf.inference import max_pool_v2_pays  # pylint: disable=g-import-not-at-top
   from sqznet_tf.models.layers import CeilMaxPool2D  # pylint: disable=g-import-not-at-top
@@ -96,7 +96,7 @@ def test_inference_traces_pool_with_max_pool_v2_and_training_keeps_max_pool(mode
   assert pooled and set(pooled) == {"MaxPoolV2"}, pooled
   assert set(pools(plain._fn.get_concrete_function().graph)) == {"MaxPool"}  # pylint: disable=protected-access
   assert set(pools(run._fn_frozen.get_concrete_function().graph)) == {"MaxPool"}  # pylint: disable=protected-access
-  assert Predictor(model).pool_v2 is max_pool_v2_pays() is (X86 and not reporting.machine()["avx512"])
+  assert Predictor(model).pool_v2 is max_pool_v2_pays() is (reporting.X86 and not reporting.machine()["avx512"])
   assert not any("pool_op" in l.__dict__ for l in model.layers if isinstance(l, CeilMaxPool2D))
   step = tf.function(lambda t: model(t, training=True)).get_concrete_function(tf.TensorSpec(x.shape, tf.float32))
   assert set(pools(step.graph)) == {"MaxPool"}
