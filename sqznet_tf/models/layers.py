@@ -140,18 +140,30 @@ def leaf_layers(model) -> List:
   return found
 
 
-@contextlib.contextmanager
-def instance_attribute(layers, name: str, value) -> Iterator[int]:
-  """While active, each of `layers` has `name` = `value` as an instance attribute (the class and
-  its config untouched); yields how many layers. Functions traced inside keep what it made them do."""
+def set_instance_attribute(layers, name: str, value) -> None:
+  """Each of `layers` gets `name` = `value` as an instance attribute (the class and its config
+  untouched): calls traced from now on use it."""
   for layer in layers:
     setattr(layer, name, value)
+
+
+def clear_instance_attribute(layers, name: str) -> None:
+  """Undoes `set_instance_attribute`: the class's own `name` again."""
+  for layer in layers:
+    if name in layer.__dict__:
+      delattr(layer, name)
+
+
+@contextlib.contextmanager
+def instance_attribute(layers, name: str, value) -> Iterator[int]:
+  """While active, each of `layers` has `name` = `value` as an instance attribute
+  (`set_instance_attribute`); yields how many layers. Functions traced inside keep what it made
+  them do."""
+  set_instance_attribute(layers, name, value)
   try:
     yield len(layers)
   finally:
-    for layer in layers:
-      if name in layer.__dict__:
-        delattr(layer, name)
+    clear_instance_attribute(layers, name)
 
 
 def _max_pool_v2(inputs, pool_size, strides, padding):

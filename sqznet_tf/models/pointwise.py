@@ -16,7 +16,7 @@ Measured in BENCHMARKS.md ("Training: 1x1 convolutions as matrix products").
 from typing import List
 
 from sqznet_tf._keras import keras, tf
-from sqznet_tf.models.layers import instance_attribute, leaf_layers
+from sqznet_tf.models.layers import clear_instance_attribute, instance_attribute, leaf_layers, set_instance_attribute
 
 
 def _eligible(layer) -> bool:
@@ -42,15 +42,12 @@ def _matmul_op(inputs, kernel):
 
 def use_matmul(layers) -> None:
   """Calls of these 1x1 Conv2D layers traced from now on compute a matrix product."""
-  for layer in layers:
-    layer.convolution_op = _matmul_op  # an instance attribute: the class and its config are untouched
+  set_instance_attribute(layers, "convolution_op", _matmul_op)
 
 
 def use_convolution(layers) -> None:
   """Undoes `use_matmul`."""
-  for layer in layers:
-    if "convolution_op" in layer.__dict__:
-      del layer.convolution_op
+  clear_instance_attribute(layers, "convolution_op")
 
 
 def pointwise_as_matmul(model, enabled: bool = True):
