@@ -25,16 +25,17 @@ alone at batch 1"). The AVX-512 CPU measured an earlier frozen form slower, so
 `sqznet_tf.runtimes.Predictor` measures both forms on the machine and keeps the faster.
 """
 
+import collections
 import contextlib
 import copy
 import functools
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
 from sqznet_tf import reporting
 from sqznet_tf._keras import keras, tf
-from sqznet_tf.models.layers import inference_pooling
+from sqznet_tf.models.layers import CeilMaxPool2D, inference_pooling
 
 
 def _foldable(bn) -> bool:
@@ -91,6 +92,150 @@ def fold_batch_norm(model):
   return folded
 
 
+class ConcatConv2D(keras.layers.Conv2D):
+  """A `Conv2D` of the concatenation (last axis) of its inputs, computed as one convolution per input
+  (its slice of the kernel's input channels) summed, so the concatenated map is never written.
+  The same outputs up to float rounding (the order of the sum); `split_concat` builds it."""
+
+  def __init__(self, part_channels, **kwargs):
+    super().__init__(**kwargs)
+    self.part_channels = [int(c) for c in part_channels]
+    self.input_spec = None  # a list of inputs, one per part
+
+  def build(self, input_shape):
+    self.kernels = [self.add_weight(name=f"kernel_{i}", shape=(*self.kernel_size, c, self.filters),
+                                    initializer="zeros", dtype=self.dtype)  # set by split_concat
+                    for i, c in enumerate(self.part_channels)]
+    self.bias = (self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer,
+                                 dtype=self.dtype) if self.use_bias else None)
+    self.built = True
+
+  def call(self, inputs):
+    total = None
+    for x, kernel in zip(inputs[:-1], self.kernels[:-1]):
+      y = self.convolution_op(x, kernel)
+      total = y if total is None else total + y
+    # The last part's convolution, bias, then the sum: the order TF's remapper fuses into one oneDNN
+    # convolution with a sum post-op (Conv2D + BiasAdd + Add [+ Relu of the next layer]).
+    y = self.convolution_op(inputs[-1], self.kernels[-1])
+    if self.use_bias:
+      y = tf.nn.bias_add(y, self.bias)
+    if total is not None:
+      y = y + total
+    return self.activation(y)
+
+  def compute_output_shape(self, input_shape):
+    return super().compute_output_shape(input_shape[-1])
+
+  def get_config(self):
+    return {**super().get_config(), "part_channels": self.part_channels}
+
+
+# Layers that act on every channel alone at inference: a concat read through them can be split.
+_PER_CHANNEL = (CeilMaxPool2D, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.Dropout,
+                keras.layers.ReLU)
+
+
+def _per_channel(layer) -> bool:
+  if isinstance(layer, keras.layers.Activation):
+    return layer.get_config()["activation"] in ("relu", "linear")
+  return isinstance(layer, _PER_CHANNEL) and getattr(layer, "data_format", "channels_last") == "channels_last"
+
+
+def split_concat(model):
+  """A copy of the functional `model` for inference with every channel concatenation that is read
+  only by convolutions (directly, through pooling, dropout, ReLU or another such concat) left out: each such
+  convolution becomes a `ConcatConv2D` over the concat's inputs, each pool or ReLU in between one
+  copy per input. A Fire module's output is then never copied into one map (the copies were 7% of
+  v1.1's and 13% of v1.0's time at 224 px, batch 32, Intel Xeon with AVX-512; BENCHMARKS.md
+  "Fire modules without the concat"). `model` itself when nothing can be split. The copy computes
+  `model(x, training=False)` up to float rounding.
+  """
+  if not getattr(model, "_is_graph_network", False) or isinstance(model, keras.Sequential):
+    return model
+  config = model.get_config()
+  layer_of = {l.name: l for l in model.layers}
+  consumers = collections.defaultdict(list)
+  for entry in config["layers"]:
+    for node in entry["inbound_nodes"]:
+      for ref in node:
+        consumers[ref[0]].append(entry["name"])
+  outputs = {ref[0] for ref in config["output_layers"]}
+  nodes = {e["name"]: e["inbound_nodes"] for e in config["layers"]}
+
+  def single(name):  # called once, on one tensor
+    return len(nodes[name]) == 1 and len(nodes[name][0]) == 1
+
+  def conv(name):
+    l = layer_of[name]
+    return (type(l) is keras.layers.Conv2D and l.data_format == "channels_last" and l.groups == 1  # pylint: disable=unidiomatic-typecheck
+            and l.dtype == "float32" and single(name))
+
+  def absorbed(name):  # every reader of `name`'s output can take it in parts
+    readers = consumers[name]
+    return bool(readers) and name not in outputs and all(
+        conv(r) or (_per_channel(layer_of[r]) and single(r) and absorbed(r)) or splittable(r) for r in readers)
+
+  @functools.lru_cache(maxsize=None)
+  def splittable(name):  # a concat whose parts can go on apart
+    l = layer_of[name]
+    return (type(l) is keras.layers.Concatenate and l.axis in (-1, 3) and len(nodes[name]) == 1  # pylint: disable=unidiomatic-typecheck
+            and all(len(layer_of[ref[0]]._inbound_nodes) == 1 and len(layer_of[ref[0]].output.shape) == 4  # pylint: disable=protected-access
+                    for ref in nodes[name][0]) and absorbed(name))
+
+  split = {e["name"] for e in config["layers"] if splittable(e["name"])}
+  if not split:
+    return model
+  parts: Dict[str, List[list]] = {}  # a split tensor's layer -> the refs of its parts
+  channels = {}  # a part's layer -> its channels
+  kernels = {}  # a ConcatConv2D -> its parts' channels
+  layers = []
+  for entry in config["layers"]:
+    name = entry["name"]
+    if name in split:
+      refs = []
+      for ref in entry["inbound_nodes"][0]:
+        refs.extend(parts.get(ref[0], [ref]))
+        for r in parts.get(ref[0], [ref]):
+          channels.setdefault(r[0], layer_of[r[0]].output.shape[-1] if r[0] in layer_of else None)
+      parts[name] = refs
+      continue
+    source = entry["inbound_nodes"][0][0][0] if entry["inbound_nodes"] else None
+    if source in parts and conv(name):
+      entry.update(class_name="ConcatConv2D", module=None, registered_name="ConcatConv2D")
+      entry.pop("build_config", None)  # one input shape; built from its inputs instead
+      kernels[name] = [channels[r[0]] for r in parts[source]]
+      entry["config"]["part_channels"] = kernels[name]
+      entry["inbound_nodes"] = [[list(r) for r in parts[source]]]
+    elif source in parts:  # per channel: one copy per part
+      copies = []
+      for i, ref in enumerate(parts[source]):
+        part = copy.deepcopy(entry)
+        part["name"] = part["config"]["name"] = f"{name}_part{i}"
+        part["inbound_nodes"] = [[list(ref)]]
+        layers.append(part)
+        copies.append([part["name"], 0, 0, {}])
+        channels[part["name"]] = channels[ref[0]]
+      parts[name] = copies
+      continue
+    layers.append(entry)
+  config["layers"] = layers
+  custom = {type(l).__name__: type(l) for l in model.layers}
+  custom["ConcatConv2D"] = ConcatConv2D
+  with keras.utils.custom_object_scope(custom):
+    result = keras.Model.from_config(config)
+  for layer in result.layers:
+    if layer.name in kernels:
+      source = layer_of[layer.name]
+      kernel = source.kernel.numpy()
+      bounds = np.cumsum([0, *kernels[layer.name]])
+      weights = [kernel[:, :, a:b, :] for a, b in zip(bounds[:-1], bounds[1:])]
+      layer.set_weights(weights + ([source.bias.numpy()] if source.use_bias else []))
+    elif layer.name in layer_of:
+      layer.set_weights(layer_of[layer.name].get_weights())
+  return result
+
+
 @functools.lru_cache(maxsize=1)  # the CPU does not change under a process
 def max_pool_v2_pays() -> bool:
   """Whether `Predictor`'s traced function should pool with MaxPoolV2 on this CPU: on x86 CPUs
@@ -113,9 +258,12 @@ class Predictor:
       session with one inter-op thread.
     pool_v2: the traced function pools with MaxPoolV2 (`models.layers.inference_pooling`); None:
       where it was measured faster (`max_pool_v2_pays`). The frozen form always keeps MaxPool.
+    split: run a copy without the concats that only convolutions read (`split_concat`); None: as
+      `fold` (the reference form, fold=False, runs `model` as it is).
   """
 
-  def __init__(self, model, fold: bool = True, freeze: bool = False, pool_v2: Optional[bool] = None):
+  def __init__(self, model, fold: bool = True, freeze: bool = False, pool_v2: Optional[bool] = None,
+               split: Optional[bool] = None):
     self.model = model
     self.pool_v2 = max_pool_v2_pays() if pool_v2 is None else pool_v2
     self.input_shape = model.input_shape
@@ -123,6 +271,8 @@ class Predictor:
     self.freeze = freeze
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
     run = fold_batch_norm(model) if fold else model
+    if fold if split is None else split:
+      run = split_concat(run)
     self._net = run
     self._fn = tf.function(lambda x: run(x, training=False), input_signature=[spec])
     # The frozen form's own trace: its pooling stays MaxPool (below).

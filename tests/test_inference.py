@@ -3,7 +3,7 @@
 import numpy as np
 
 from sqznet_tf._keras import keras
-from sqznet_tf.inference import Predictor, fold_batch_norm, predictor
+from sqznet_tf.inference import ConcatConv2D, Predictor, fold_batch_norm, predictor, split_concat
 
 
 def test_predictor_matches_keras_at_any_batch_size(models):
@@ -100,3 +100,49 @@ def test_inference_traces_pool_with_max_pool_v2_and_training_keeps_max_pool(mode
   assert not any("pool_op" in l.__dict__ for l in model.layers if isinstance(l, CeilMaxPool2D))
   step = tf.function(lambda t: model(t, training=True)).get_concrete_function(tf.TensorSpec(x.shape, tf.float32))
   assert set(pools(step.graph)) == {"MaxPool"}
+
+
+def _ops(run, kind):
+  return sum(op.type == kind for op in run._fn.get_concrete_function().graph.get_operations())  # pylint: disable=protected-access
+
+
+def test_concats_read_only_by_convolutions_are_split_into_their_parts(models):
+  """`split_concat`: each Fire's concat goes (its readers, through pools and dropout, take the two
+  expand outputs apart); what reads it otherwise keeps it; the outputs stay the same."""
+  model = models.get("squeezenet_v1_0", 64, classes=10)  # pools after fire4 and fire8 read concats
+  split = split_concat(model)
+  kinds = [type(l).__name__ for l in split.layers]
+  assert "Concatenate" not in kinds and kinds.count("ConcatConv2D") == 8, kinds
+  assert kinds.count("CeilMaxPool2D") == 5 and split.get_layer("pool4_part1") is not None
+  assert list(split.get_layer("fire3_squeeze1x1").part_channels) == [64, 64]
+  x = np.random.default_rng(5).uniform(-1, 1, (3, 64, 64, 3)).astype(np.float32)
+  ref = model(x, training=False).numpy()
+  np.testing.assert_allclose(split(x, training=False).numpy(), ref, atol=1e-5)
+  run, plain = Predictor(model), Predictor(model, split=False)
+  np.testing.assert_allclose(run(x), ref, atol=1e-5)
+  np.testing.assert_allclose(run.frozen()(x), ref, atol=1e-5)
+  assert _ops(run, "ConcatV2") == 0 and _ops(plain, "ConcatV2") == 8
+  assert _ops(run, "Conv2D") == 26 + 8  # one more convolution per split reader
+
+  # By hand: parts of 3 and 5 channels read by a 3x3 convolution (the kernel's input slices in
+  # order), a concat of a split concat (flattened), and concats that must stay.
+  inputs = keras.Input((8, 8, 2))
+  a = keras.layers.Conv2D(3, 1, name="a")(inputs)
+  b = keras.layers.Conv2D(5, 3, padding="same", name="b")(inputs)
+  ab = keras.layers.Concatenate(name="ab")([a, b])
+  abc = keras.layers.Concatenate(name="abc")([keras.layers.ReLU(name="r")(ab), inputs])
+  y = keras.layers.Conv2D(4, 3, padding="same", name="y")(keras.layers.MaxPooling2D(2, name="p")(abc))
+  kept = keras.layers.Concatenate(name="kept")([a, b])  # also read by the addition
+  z = keras.layers.Add()([keras.layers.Conv2D(8, 1, name="z")(kept), kept])
+  out = keras.layers.Concatenate(name="out")([keras.layers.GlobalAveragePooling2D()(y),
+                                              keras.layers.GlobalAveragePooling2D()(z)])  # an output
+  model = keras.Model(inputs, keras.layers.Softmax()(out))
+  split = split_concat(model)
+  assert isinstance(split.get_layer("y"), ConcatConv2D) and list(split.get_layer("y").part_channels) == [3, 5, 2]
+  names = {l.name for l in split.layers}
+  assert {"kept", "out"} <= names and not {"ab", "abc", "r", "p"} & names
+  assert {"r_part0", "r_part1", "p_part0", "p_part2"} <= names
+  x = np.random.default_rng(6).uniform(-1, 1, (2, 8, 8, 2)).astype(np.float32)
+  np.testing.assert_allclose(split(x).numpy(), model(x).numpy(), atol=1e-5)
+  nothing = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+  assert split_concat(nothing) is nothing
