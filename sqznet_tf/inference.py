@@ -146,9 +146,9 @@ def split_concat(model):
   """A copy of the functional `model` for inference with every channel concatenation that is read
   only by convolutions (directly, through pooling, dropout, ReLU or another such concat) left out: each such
   convolution becomes a `ConcatConv2D` over the concat's inputs, each pool or ReLU in between one
-  copy per input. A Fire module's output is then never copied into one map (the copies were 7% of
-  v1.1's and 13% of v1.0's time at 224 px, batch 32, Intel Xeon with AVX-512; BENCHMARKS.md
-  "Fire modules without the concat"). `model` itself when nothing can be split. The copy computes
+  copy per input. A Fire module's output is then never copied into one map: 7-12% less time for
+  v1.0 and v1.1 at 224 px, batch 1 and 32, on an Intel Xeon with AVX-512 (BENCHMARKS.md "Fire
+  modules without the concat"). `model` itself when nothing can be split. The copy computes
   `model(x, training=False)` up to float rounding.
   """
   if not getattr(model, "_is_graph_network", False) or isinstance(model, keras.Sequential):
