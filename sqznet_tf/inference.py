@@ -241,8 +241,8 @@ def max_pool_v2_pays() -> bool:
   """Whether `Predictor`'s traced function should pool with MaxPoolV2 on this CPU: on x86 CPUs
   without AVX-512, where it was measured (5.1% less time for v1.0 at 224 px, batch 32, 2.7% for
   v1.1, 1.0% for the CIFAR-10 model; at batch 1 within -2..+2%; BENCHMARKS.md "Max pooling at
-  inference"). Not on AVX-512 CPUs, where it is unmeasured and the package's batch-32 figures were
-  measured with MaxPool; not elsewhere, where TensorFlow runs both with its own kernel."""
+  inference"). Not on AVX-512 CPUs: on an Intel Xeon with AVX-512 it was 0-8% slower (v1.0 and v1.1,
+  batch 1 and 32); not elsewhere, where TensorFlow runs both with its own kernel."""
   return reporting.X86 and not reporting.machine()["avx512"]
 
 
