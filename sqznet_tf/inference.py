@@ -15,6 +15,10 @@ there by bench/fold_batch_norm.py (7 alternating rounds): 4.57 -> 2.97 ms at bat
 1.47x), 36.2 -> 29.9 ms at batch 32 (1.14x). Outputs move by float rounding only (probabilities
 within 1.2e-6 on that model).
 
+Then the Fire modules' concats go where only convolutions read them (`split_concat`): each reader
+convolves the parts apart and sums, so the concatenated map is never written (7-12% less time for
+v1.0 and v1.1 at 224 px, Intel Xeon with AVX-512; BENCHMARKS.md "Fire modules without the concat").
+
 `freeze=True` turns the traced function's variables into constants (a snapshot of the weights at
 the first call) and runs that graph in a TF session of its own with one inter-op thread, as TF
 Serving runs a SavedModel: oneDNN keeps each constant filter in its own layout between calls
@@ -260,6 +264,8 @@ class Predictor:
       where it was measured faster (`max_pool_v2_pays`). The frozen form always keeps MaxPool.
     split: run a copy without the concats that only convolutions read (`split_concat`); None: as
       `fold` (the reference form, fold=False, runs `model` as it is).
+  The copies are made here, with `model`'s weights of the moment: a Predictor made before the weights
+  change runs the old ones (make a new one; with fold=False and split=False it reads `model`'s own).
   """
 
   def __init__(self, model, fold: bool = True, freeze: bool = False, pool_v2: Optional[bool] = None,
