@@ -155,9 +155,13 @@ def split_concat(model):
   modules without the concat"). `model` itself when nothing can be split. The copy computes
   `model(x, training=False)` up to float rounding.
   """
-  if not getattr(model, "_is_graph_network", False) or isinstance(model, keras.Sequential):
+  if (not getattr(model, "_is_graph_network", False) or isinstance(model, keras.Sequential)
+      or not any(type(l) is keras.layers.Concatenate for l in model.layers)):  # pylint: disable=unidiomatic-typecheck
     return model
-  config = model.get_config()
+  try:
+    config = model.get_config()
+  except NotImplementedError:  # a custom layer without get_config: run the model as it is
+    return model
   layer_of = {l.name: l for l in model.layers}
   consumers = collections.defaultdict(list)
   for entry in config["layers"]:
@@ -184,8 +188,11 @@ def split_concat(model):
   def splittable(name):  # a concat whose parts can go on apart
     l = layer_of[name]
     return (type(l) is keras.layers.Concatenate and l.axis in (-1, 3) and len(nodes[name]) == 1  # pylint: disable=unidiomatic-typecheck
-            and all(len(layer_of[ref[0]]._inbound_nodes) == 1 and len(layer_of[ref[0]].output.shape) == 4  # pylint: disable=protected-access
+            and all(len(layer_of[ref[0]]._inbound_nodes) == 1 and four_d(layer_of[ref[0]].output)  # pylint: disable=protected-access
                     for ref in nodes[name][0]) and absorbed(name))
+
+  def four_d(output):  # one output, NHWC
+    return not isinstance(output, (list, tuple, dict)) and len(output.shape) == 4
 
   split = {e["name"] for e in config["layers"] if splittable(e["name"])}
   if not split:

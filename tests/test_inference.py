@@ -146,3 +146,15 @@ def test_concats_read_only_by_convolutions_are_split_into_their_parts(models):
   np.testing.assert_allclose(split(x).numpy(), model(x).numpy(), atol=1e-5)
   nothing = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
   assert split_concat(nothing) is nothing
+
+  class Halves(keras.layers.Layer):  # two outputs, no get_config: the model runs as it is
+    def __init__(self, scale):
+      super().__init__()
+      self.scale = scale
+
+    def call(self, t):
+      return t[..., :1] * self.scale, t[..., 1:]
+  h = Halves(2.0)(inputs)
+  custom = keras.Model(inputs, keras.layers.Conv2D(2, 1)(keras.layers.Concatenate()(list(h))))
+  assert split_concat(custom) is custom
+  np.testing.assert_allclose(Predictor(custom)(x), custom(x).numpy(), atol=1e-6)
