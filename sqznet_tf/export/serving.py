@@ -32,7 +32,7 @@ from sqznet_tf._keras import tf
 from sqznet_tf.data.preprocessing import (Preprocessing, decode_image_tf, normalise, preprocess_tf,
                                           resize_and_crop_tf)
 from sqznet_tf.errors import SqznetError
-from sqznet_tf.inference import fold_batch_norm
+from sqznet_tf.inference import fold_batch_norm, split_concat
 from sqznet_tf.io import atomic_folder, read_json, write_atomic, write_json_atomic
 from sqznet_tf.loading import EXPORT_META
 
@@ -79,9 +79,11 @@ class ServingModule(tf.Module):
     # `model_variables` are the model's own: what loading the export as a model form reads.
     self.model_variables = list(model.variables)
     # The signatures run a copy with batch norm merged into the convolutions
-    # (sqznet_tf.inference.fold_batch_norm): one op fewer per conv, the same outputs to float
-    # rounding. A batch-norm model's export therefore holds its weights twice.
-    served = fold_batch_norm(model)
+    # (sqznet_tf.inference.fold_batch_norm): one op fewer per conv, and without the concats that
+    # only convolutions read (split_concat: each Fire's output never copied into one map), the same
+    # outputs to float rounding, as `inference.Predictor` runs it. Such an export holds its weights
+    # twice (the copy's and the model's own).
+    served = split_concat(fold_batch_norm(model))
     if served is not model:
       self.served_variables = list(served.variables)
     self._call_model = lambda x: served(x, training=False)
