@@ -79,21 +79,31 @@ def fold_batch_norm(model):
     layers.append(entry)
   config["layers"] = layers
   config["output_layers"] = [rewire(ref) for ref in config["output_layers"]]
-  with keras.utils.custom_object_scope({type(l).__name__: type(l) for l in model.layers}):
-    folded = keras.Model.from_config(config)
-  bn_of = {conv: bn for bn, conv in folds.items()}
-  for layer in folded.layers:
-    source = model.get_layer(layer.name)
-    if layer.name not in bn_of:
-      layer.set_weights(source.get_weights())
-      continue
-    bn = model.get_layer(bn_of[layer.name])
+  weights = {}
+  for bn_name, conv_name in folds.items():
+    source, bn = model.get_layer(conv_name), model.get_layer(bn_name)
     kernel = source.kernel.numpy().astype(np.float64)
     bias = source.bias.numpy().astype(np.float64) if source.use_bias else np.zeros(kernel.shape[-1])
     g = (bn.gamma.numpy() if bn.scale else 1.0) / np.sqrt(bn.moving_variance.numpy().astype(np.float64) + bn.epsilon)
     beta = bn.beta.numpy() if bn.center else 0.0
-    layer.set_weights([(kernel * g).astype(np.float32), ((bias - bn.moving_mean.numpy()) * g + beta).astype(np.float32)])
-  return folded
+    weights[conv_name] = [(kernel * g).astype(np.float32), ((bias - bn.moving_mean.numpy()) * g + beta).astype(np.float32)]
+  return _rebuilt(model, config, weights)
+
+
+def _rebuilt(model, config, weights, classes=None):
+  """The model of `config` (a rewrite of `model`'s), its layers given `weights[name]` where listed and
+  the weights of `model`'s layer of the same name otherwise (layers new to it have none)."""
+  custom = {type(l).__name__: type(l) for l in model.layers}
+  custom.update(classes or {})
+  with keras.utils.custom_object_scope(custom):
+    rebuilt = keras.Model.from_config(config)
+  names = {l.name for l in model.layers}
+  for layer in rebuilt.layers:
+    if layer.name in weights:
+      layer.set_weights(weights[layer.name])
+    elif layer.name in names:
+      layer.set_weights(model.get_layer(layer.name).get_weights())
+  return rebuilt
 
 
 class ConcatConv2D(keras.layers.Conv2D):
@@ -184,6 +194,9 @@ def split_concat(model):
     return bool(readers) and name not in outputs and all(
         conv(r) or (_per_channel(layer_of[r]) and single(r) and absorbed(r)) or splittable(r) for r in readers)
 
+  def four_d(output):  # one output, NHWC
+    return not isinstance(output, (list, tuple, dict)) and len(output.shape) == 4
+
   @functools.lru_cache(maxsize=None)
   def splittable(name):  # a concat whose parts can go on apart
     l = layer_of[name]
@@ -191,31 +204,24 @@ def split_concat(model):
             and all(len(layer_of[ref[0]]._inbound_nodes) == 1 and four_d(layer_of[ref[0]].output)  # pylint: disable=protected-access
                     for ref in nodes[name][0]) and absorbed(name))
 
-  def four_d(output):  # one output, NHWC
-    return not isinstance(output, (list, tuple, dict)) and len(output.shape) == 4
-
   split = {e["name"] for e in config["layers"] if splittable(e["name"])}
   if not split:
     return model
   parts: Dict[str, List[list]] = {}  # a split tensor's layer -> the refs of its parts
-  channels = {}  # a part's layer -> its channels
+  channels = {}  # a per-part copy -> its channels (the model's own layers: their output's)
+  width = lambda ref: channels.get(ref[0]) or int(layer_of[ref[0]].output.shape[-1])  # noqa: E731
   kernels = {}  # a ConcatConv2D -> its parts' channels
   layers = []
   for entry in config["layers"]:
     name = entry["name"]
     if name in split:
-      refs = []
-      for ref in entry["inbound_nodes"][0]:
-        refs.extend(parts.get(ref[0], [ref]))
-        for r in parts.get(ref[0], [ref]):
-          channels.setdefault(r[0], layer_of[r[0]].output.shape[-1] if r[0] in layer_of else None)
-      parts[name] = refs
+      parts[name] = [r for ref in entry["inbound_nodes"][0] for r in parts.get(ref[0], [ref])]
       continue
     source = entry["inbound_nodes"][0][0][0] if entry["inbound_nodes"] else None
     if source in parts and conv(name):
       entry.update(class_name="ConcatConv2D", module=None, registered_name="ConcatConv2D")
       entry.pop("build_config", None)  # one input shape; built from its inputs instead
-      kernels[name] = [channels[r[0]] for r in parts[source]]
+      kernels[name] = [width(r) for r in parts[source]]
       entry["config"]["part_channels"] = kernels[name]
       entry["inbound_nodes"] = [[list(r) for r in parts[source]]]
     elif source in parts:  # per channel: one copy per part
@@ -226,25 +232,18 @@ def split_concat(model):
         part["inbound_nodes"] = [[list(ref)]]
         layers.append(part)
         copies.append([part["name"], 0, 0, {}])
-        channels[part["name"]] = channels[ref[0]]
+        channels[part["name"]] = width(ref)
       parts[name] = copies
       continue
     layers.append(entry)
   config["layers"] = layers
-  custom = {type(l).__name__: type(l) for l in model.layers}
-  custom["ConcatConv2D"] = ConcatConv2D
-  with keras.utils.custom_object_scope(custom):
-    result = keras.Model.from_config(config)
-  for layer in result.layers:
-    if layer.name in kernels:
-      source = layer_of[layer.name]
-      kernel = source.kernel.numpy()
-      bounds = np.cumsum([0, *kernels[layer.name]])
-      weights = [kernel[:, :, a:b, :] for a, b in zip(bounds[:-1], bounds[1:])]
-      layer.set_weights(weights + ([source.bias.numpy()] if source.use_bias else []))
-    elif layer.name in layer_of:
-      layer.set_weights(layer_of[layer.name].get_weights())
-  return result
+  weights = {}
+  for name, widths in kernels.items():  # each part's slice of the kernel's input channels, in order
+    source = layer_of[name]
+    bounds = np.cumsum([0, *widths])
+    weights[name] = [source.kernel.numpy()[:, :, a:b, :] for a, b in zip(bounds[:-1], bounds[1:])]
+    weights[name] += [source.bias.numpy()] if source.use_bias else []
+  return _rebuilt(model, config, weights, {"ConcatConv2D": ConcatConv2D})
 
 
 @functools.lru_cache(maxsize=1)  # the CPU does not change under a process
