@@ -9,8 +9,10 @@ cost, without training, and the search goes on. keras-tuner's chief/worker mode
 """
 
 import dataclasses
+import errno
 import json
 import os
+import socket
 from typing import Dict, List, Optional, Tuple
 
 from sqznet_tf._keras import keras, keras_tuner
@@ -280,6 +282,37 @@ def is_chief() -> bool:
   return os.environ.get("KERASTUNER_TUNER_ID") == "chief"
 
 
+def check_oracle_port():
+  """On the chief: the oracle's address (KERASTUNER_ORACLE_IP / _PORT) is given and nothing listens there.
+
+  keras-tuner's gRPC server binds with SO_REUSEPORT, so a second server on the same port (another
+  search's chief, any gRPC server) would not fail: the kernel would share the workers' connections
+  between the two, and the chief would wait for trials that never come. Checked here instead, with a
+  clear error; a port held by a plain socket gets the same error rather than gRPC's bind failure.
+  """
+  ip, port = os.environ.get("KERASTUNER_ORACLE_IP"), os.environ.get("KERASTUNER_ORACLE_PORT")
+  if not ip or not port:
+    raise SqznetError("KERASTUNER_TUNER_ID=chief needs KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT "
+                      "(the address the chief serves the oracle on)")
+  if not port.isdigit() or not 0 < int(port) < 65536:
+    raise SqznetError(f"KERASTUNER_ORACLE_PORT={port} is not accepted; expected a TCP port, 1-65535")
+  try:
+    infos = socket.getaddrinfo(ip, int(port), type=socket.SOCK_STREAM)
+  except OSError as e:
+    raise SqznetError(f"KERASTUNER_ORACLE_IP={ip} cannot be resolved: {e}") from None
+  family, kind, proto, _, address = infos[0]
+  with socket.socket(family, kind, proto) as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed server's TIME_WAIT is no conflict
+    try:
+      s.bind(address)
+    except OSError as e:
+      if e.errno == errno.EADDRNOTAVAIL:
+        raise SqznetError(f"KERASTUNER_ORACLE_IP={ip} is not an address of this machine; the chief serves "
+                          "the oracle on one of its own addresses") from None
+      raise SqznetError(f"KERASTUNER_ORACLE_PORT={port} on {ip} is in use ({e.strerror}); another chief or "
+                        "server holds it: pick a free port for the chief and its workers") from None
+
+
 def best(tuner) -> Tuple[object, Dict]:
   """The best trained model and its hyperparameter values."""
   trials = tuner.oracle.get_best_trials(1)
@@ -332,6 +365,8 @@ def run(cfg: SearchConfig, data_spec, log=lambda s: None) -> dict:
       raise SqznetError(f"grid search needs lists or stepped ranges; {', '.join(bad)} is a continuous range")
   check_density(cfg.budget.density)
   check_bits(cfg.budget.bits, "size_bits")
+  if is_chief():
+    check_oracle_port()
   data = pipeline.make_datasets(data_spec, cfg.batch_size, cfg.classes)
   if data.val is None:
     raise SqznetError("the search needs validation data: give --val_data or --val_split > 0")

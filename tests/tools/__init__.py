@@ -8,6 +8,7 @@ of imports; with an environment that changes how Python or TensorFlow import (PY
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -185,14 +186,58 @@ def last_json(stdout):
   return json.loads(stdout.strip().splitlines()[-1])
 
 
-def free_ports(n=1):
-  """`n` distinct TCP ports on 127.0.0.1 that were free a moment ago (all held open while chosen,
-  so that none comes twice)."""
-  socks = [socket.socket() for _ in range(n)]
+_HANDED_OUT = set()  # ports free_ports gave in this process: never given twice
+
+
+def _port_range():
+  """The ports this pytest worker draws from: below the kernel's ephemeral range (where bind(0) and
+  outgoing connections take theirs, so no other process is handed one of these) and split between
+  the xdist workers (so two workers' servers never meet on one port). None where there is no room."""
   try:
-    for s in socks:
+    with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+      low = int(f.read().split()[0])
+  except (OSError, ValueError, IndexError):
+    return None
+  first, last = 20000, min(low, 40000) - 1
+  if last - first < 2000:
+    return None
+  count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+  index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").lstrip("gw") or 0) % count
+  size = (last - first + 1) // count
+  return range(first + index * size, first + (index + 1) * size)
+
+
+def free_ports(n=1):
+  """`n` distinct TCP ports on 127.0.0.1 that were free a moment ago (all held open while chosen).
+
+  Drawn from this worker's own range (`_port_range`) where there is one: a port from bind(0) goes
+  back to the kernel's pool when closed, and another process (another test's server, an outgoing
+  connection) could take it before the test's server binds it; gRPC servers even share a port
+  silently (SO_REUSEPORT), which left a keras-tuner chief waiting for workers that never reached it.
+  """
+  socks = []
+  try:
+    candidates = list(_port_range() or [])
+    random.shuffle(candidates)
+    for port in candidates:
+      if len(socks) == n:
+        break
+      if port in _HANDED_OUT:
+        continue
+      s = socket.socket()
+      try:
+        s.bind(("127.0.0.1", port))
+      except OSError:
+        s.close()
+        continue
+      socks.append(s)
+    while len(socks) < n:  # no range of our own (or it is full): the kernel's choice
+      s = socket.socket()
       s.bind(("127.0.0.1", 0))
-    return [s.getsockname()[1] for s in socks]
+      socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    _HANDED_OUT.update(ports)
+    return ports
   finally:
     for s in socks:
       s.close()

@@ -3,6 +3,8 @@ resuming, keras-tuner's chief/worker mode on 127.0.0.1, and bad input."""
 
 import json
 import os
+import socket
+import subprocess
 import time
 
 from tests.conftest import REPO, assert_figure, class_subset, shared_data_dir
@@ -72,16 +74,19 @@ def test_chief_and_two_workers_share_the_trials(tmp_path):
   procs = {}
   for tid in ("chief", "tuner0", "tuner1"):
     procs[tid] = start_script(TUNE, *args, env=dict(env, KERASTUNER_TUNER_ID=tid))
-  deadline = time.time() + 600
-  out = {}
+  # 20-40 s alone on 2 cores; the deadline is for a hang, which then shows every process's stderr.
+  deadline = time.time() + 300
   try:
-    for tid, p in procs.items():
-      out[tid] = p.communicate(timeout=max(1, deadline - time.time()))
+    for p in procs.values():
+      try:
+        p.wait(timeout=max(1, deadline - time.time()))
+      except subprocess.TimeoutExpired:
+        break
   finally:
     for p in procs.values():
-      if p.poll() is None:
-        p.kill()
-  assert all(p.returncode == 0 for p in procs.values()), {k: v[1][-2000:] for k, v in out.items()}
+      p.kill()
+  out = {tid: p.communicate() for tid, p in procs.items()}
+  assert all(p.returncode == 0 for p in procs.values()), {k: (procs[k].returncode, v[1][-1500:]) for k, v in out.items()}
   d = last_json(out["chief"][0])
   assert len(d["trials"]) == 3 and all(t["status"] == "COMPLETED" for t in d["trials"])
   ran = {}
@@ -101,6 +106,15 @@ def test_bad_input_fails_cleanly(tmp_path):
     r = run(*TINY, f"--directory={tmp_path}", *args)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert message in r.stderr, r.stderr
+  # A chief whose oracle port is taken says so (keras-tuner's gRPC server would share it silently).
+  with socket.socket() as held:
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    r = run(*TINY, f"--directory={tmp_path}",
+            env={"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)})
+  assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+  assert f"KERASTUNER_ORACLE_PORT={port} on 127.0.0.1 is in use" in r.stderr, r.stderr
 
 
 def test_sweep_with_compute_and_size_budgets_and_hparams_logs(tmp_path):
