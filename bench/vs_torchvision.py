@@ -20,7 +20,8 @@ Measured:
   portable    batch-1 latency of squeezenet_v1_1 as TFLite float32 / int8 (XNNPACK) and ONNX Runtime
   sparsity    dense vs pruned SqueezeNet v1.0 (the release: 2/3 zeros): TF and TFLite latency
 Settings: threads = --threads (default: all cores) in both; torch: channels_last,
-inference_mode; TF: the model in a tf.function with a fixed input signature.
+inference_mode; TF: the model in a tf.function with a fixed input signature. --latency_tf_threads
+adds the batch-1 rows with TF's threads set apart (a second TF worker), e.g. one core per op.
 
   python bench/vs_torchvision.py --output=bench/results/vs_torchvision.json
   python bench/vs_torchvision.py --quick   # the targets only: v1.0 and v1.1, 3 pairs, about 5 minutes
@@ -72,6 +73,9 @@ flags.DEFINE_string("train_mode", "fit", "TF training mode: fit or step.")
 flags.DEFINE_bool("pointwise_matmul", True, "TF training: 1x1 convolutions as matrix products, as train() "
                   "runs them (--nopointwise_matmul: as Conv2D).")
 flags.DEFINE_integer("inter_threads", 0, "TF inter-op threads (0: TensorFlow's default).")
+flags.DEFINE_list("latency_tf_threads", [], "INTRA,INTER: also measure the batch-1 part with TF in a second worker "
+                  "with these intra-op / inter-op threads (e.g. 1,2: every op on one core, two ops side by side), "
+                  "paired with the same torchvision worker; results in latency_tf_threads.")
 flags.DEFINE_string("release", os.path.join(REPO, "..", "shared", "data", "squeezenet_v1_0_deep_compression",
                                             "compressed_SqueezeNet.net"), "The pruned model for the sparsity part.")
 flags.DEFINE_string("photos", os.path.join(REPO, "..", "shared", "data", "imagenet_sample", "images"),
@@ -158,12 +162,17 @@ def main(argv):
   threads = str(FLAGS.threads)
   tf_w = Worker(sys.executable, "_tf_worker.py", f"--threads={threads}", f"--inter_threads={FLAGS.inter_threads}")
   torch_w = Worker(FLAGS.torch_python, "_torch_worker.py", f"--threads={threads}") if FLAGS.torch_python else None
+  if FLAGS.latency_tf_threads and (len(FLAGS.latency_tf_threads) != 2 or not all(
+      t.isdigit() and int(t) > 0 for t in FLAGS.latency_tf_threads)):
+    raise app.UsageError(f"--latency_tf_threads={','.join(FLAGS.latency_tf_threads)} is not accepted; "
+                         "expected INTRA,INTER (two positive integers, e.g. 1,2)")
   import datetime  # pylint: disable=g-import-not-at-top
   results = {"machine": dict(reporting.machine(), python=platform.python_version()),
              "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv),
              "settings": {"threads": FLAGS.threads, "reps": FLAGS.reps, "tf_mode": FLAGS.tf_mode,
                           "train_mode": FLAGS.train_mode, "steps_per_execution": FLAGS.steps_per_execution,
-                          "pointwise_matmul": FLAGS.pointwise_matmul},
+                          "pointwise_matmul": FLAGS.pointwise_matmul, "inter_threads": FLAGS.inter_threads,
+                          "latency_tf_threads": FLAGS.latency_tf_threads},
              "versions": {"tf": tf_w.ask(task="versions"), "torch": torch_w.ask(task="versions") if torch_w else None}}
   macs = {m: cost.analyze(m, input_size=224).macs for m in FLAGS.models}
   try:
@@ -189,6 +198,17 @@ def main(argv):
           if "torch_per_second" in r:
             r["torch_fraction_of_peak"] = 2 * macs[m] * r["torch_per_second"] / 1e9 / peak
         results[part][m] = r
+    if FLAGS.latency_tf_threads and "latency" in FLAGS.parts:
+      intra, inter = FLAGS.latency_tf_threads
+      tf_b1 = Worker(sys.executable, "_tf_worker.py", f"--threads={intra}", f"--inter_threads={inter}")
+      try:
+        results["latency_tf_threads"] = {"intra_op_threads": int(intra), "inter_op_threads": int(inter)}
+        for m in FLAGS.models:
+          log(f"latency {m} batch 1, TF with {intra} intra-op / {inter} inter-op threads")
+          results["latency_tf_threads"][m] = paired(tf_b1, torch_w, 1, task="infer", model=m, batch=1, size=224,
+                                                    iters=20, mode=FLAGS.tf_mode)
+      finally:
+        tf_b1.close()
     for batch in map(int, FLAGS.modes_batches) if FLAGS.latency_modes and torch_w else ():
       part = "latency_modes" if batch == 1 else f"modes_batch_{batch}"
       results[part] = {}
