@@ -18,7 +18,8 @@ front; the SR / pct3x3 sweeps), best_model.keras (+ .sqznet.json; `sqznet-evalua
 Distributed: run the same command in several processes with KERASTUNER_TUNER_ID=chief (one
 process; it serves the oracle and writes the results) or tuner0, tuner1, ... (workers that run
 trials), and KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT naming the chief. All of them need
-the same --directory on a shared file system. The chief stops with an error if its port is in use.
+the same --directory on a shared file system. Only the chief starts afresh (--overwrite); workers never
+delete the folder. The chief stops with an error if its port is in use.
 
 Examples:
   sqznet-tune --data=embedded --image_size=32 --sweep=sr --tuner=grid --epochs=2

@@ -372,8 +372,12 @@ def run(cfg: SearchConfig, data_spec, log=lambda s: None) -> dict:
     raise SqznetError("the search needs validation data: give --val_data or --val_split > 0")
   size = data_spec.image_size
   hypermodel = SqueezeNetHyperModel(space, cfg.model, (size, size, 3), data.num_classes, cfg.learning_rate)
+  # Starting afresh deletes the project folder; in a distributed search only the chief may, before it
+  # serves the oracle: a worker that joins late would delete the trials and checkpoints the others wrote
+  # (a worker keeps no state of its own there, only the chief's oracle does).
+  overwrite = cfg.overwrite and not is_worker()
   tuner = make_tuner(cfg.tuner, hypermodel, cfg.directory, cfg.project_name, cfg.max_trials, cfg.epochs,
-                     cfg.overwrite, cfg.seed, cfg.budget)
+                     overwrite, cfg.seed, cfg.budget)
   project = os.path.join(cfg.directory, cfg.project_name)
   steps = cfg.steps_per_epoch or max(1, data.train_size // cfg.batch_size)
   logs = os.path.join(project, "logs")

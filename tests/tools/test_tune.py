@@ -72,11 +72,18 @@ def test_chief_and_two_workers_share_the_trials(tmp_path):
   args = [*TINY, "--tuner=grid", f"--directory={tmp_path}",
           '--space={"squeeze_ratio": [0.125, 0.25, 0.5], "batch_norm": true}']
   procs = {}
-  for tid in ("chief", "tuner0", "tuner1"):
+  for tid in ("chief", "tuner0"):
     procs[tid] = start_script(TUNE, *args, env=dict(env, KERASTUNER_TUNER_ID=tid))
   # 20-40 s alone on 2 cores; the deadline is for a hang, which then shows every process's stderr.
   deadline = time.time() + 300
   try:
+    # The second worker joins once the first has finished a trial: the same command on every process
+    # starts the search afresh, and a late worker must not delete the trials the others wrote (only
+    # the chief starts afresh, before it serves the oracle).
+    while (not list(tmp_path.glob("search/trial_*/checkpoint.index")) and time.time() < deadline
+           and procs["chief"].poll() is None):
+      time.sleep(0.5)
+    procs["tuner1"] = start_script(TUNE, *args, env=dict(env, KERASTUNER_TUNER_ID="tuner1"))
     for p in procs.values():
       try:
         p.wait(timeout=max(1, deadline - time.time()))
@@ -96,6 +103,9 @@ def test_chief_and_two_workers_share_the_trials(tmp_path):
   # On totals, not on each worker's luck: the workers ran the 3 trials between them, none twice.
   assert sum(ran.values()) == 3, ran
   assert os.path.exists(d["best"]["model"])
+  # Every trial's checkpoint is still there, the first one's included (written before tuner1 joined).
+  missing = [t["trial"] for t in d["trials"] if not (tmp_path / "search" / f"trial_{t['trial']}" / "checkpoint.index").exists()]
+  assert not missing, missing
 
 
 def test_bad_input_fails_cleanly(tmp_path):
