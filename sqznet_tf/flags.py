@@ -61,6 +61,8 @@ def run_main(main, allow_args: bool = False, resume: str = ""):
     if len(argv) > 1 and not allow_args:
       usage_error(f"unexpected arguments {' '.join(argv[1:])!r}; this binary takes flags only")
     try:
+      if any(n in FLAGS and FLAGS[n].value is not None for n in ("intra_op_threads", "inter_op_threads")):
+        apply_threads_from_flags()  # before the binary's first TensorFlow op
       return main(argv)
     except SqznetError as e:
       usage_error(str(e))
@@ -228,6 +230,38 @@ def define_runtime_flag() -> None:
                     "converted once and cached in $SQZNET_CACHE_DIR or ~/.cache/sqznet_tf; larger batches in TF. "
                     "tf: TF alone (up to 8 images: its traced function or the same graph with the weights frozen "
                     "in a session of its own, whichever measured faster here; reported as tf-frozen).")
+
+
+def define_threads_flags() -> None:
+  """TensorFlow's two thread pools, set when the binary starts (before its first TensorFlow op)."""
+  flags.DEFINE_integer("intra_op_threads", None, "Threads TensorFlow gives one op (its intra-op pool; default: "
+                       "TensorFlow's, all cores). 1 runs every op on one core: lower latency for single small "
+                       "images, where handing an op's work to a second thread costs more than it gains (the "
+                       "CIFAR-10 network at batch 1: 3.1 -> 2.0 ms, BENCHMARKS.md). TFLite and ONNX Runtime keep "
+                       "their own threads.", lower_bound=1)
+  flags.DEFINE_integer("inter_op_threads", None, "Ops TensorFlow runs side by side (its inter-op pool; default: "
+                       "TensorFlow's).", lower_bound=1)
+
+
+def apply_threads_from_flags() -> None:
+  """Sets TensorFlow's thread pools from --intra_op_threads / --inter_op_threads (where the binary
+  defines them and they are given). `run_main` calls it before `main`."""
+  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
+  threading_config = tf.config.threading
+  for name, setter in (("intra_op_threads", threading_config.set_intra_op_parallelism_threads),
+                       ("inter_op_threads", threading_config.set_inter_op_parallelism_threads)):
+    if name in FLAGS and FLAGS[name].value is not None:
+      try:
+        setter(FLAGS[name].value)
+      except RuntimeError as e:  # TensorFlow already ran an op in this process
+        raise SqznetError(f"--{name}={FLAGS[name].value} cannot be applied: {e}") from None
+
+
+def tf_threads() -> dict:
+  """TensorFlow's thread pools as set in this process (0: TensorFlow's default, all cores)."""
+  from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
+  return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+          "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
 
 
 def define_top_k_flag() -> None:

@@ -33,6 +33,7 @@ sq_flags.define_labelled_data_flags()
 sq_flags.define_preprocessing_flags()
 sq_flags.define_evaluation_flags()
 sq_flags.define_runtime_flag()
+sq_flags.define_threads_flags()
 flags.DEFINE_bool("per_class", False, "Also report accuracy per class.")
 sq_flags.define_output_flags()
 
@@ -51,6 +52,7 @@ def main(argv):
   d = evaluation.evaluate_report(model, source, prep, FLAGS.resize_backend, FLAGS.batch_size, FLAGS.limit,
                                  FLAGS.per_class, model_ref=sq_flags.model_ref_from_flags(),
                                  runtime=FLAGS.runtime)
+  d["tf_threads"] = sq_flags.tf_threads()
   if FLAGS.output:
     write_json_atomic(FLAGS.output, d)
   if FLAGS.format == "json":
@@ -64,7 +66,9 @@ def main(argv):
       ("images", f"{d['n']} evaluated, {d['skipped']} skipped (unreadable)"),
       ("top-1", f"{d['top1']:.2%} ({d['correct1']}/{d['n']})"),
       ("top-5", f"{d['top5']:.2%} ({d['correct5']}/{d['n']})"),
-      ("speed", f"{d['images_per_sec']} images/s ({d['seconds']} s, runtime {d['runtime']})")]))
+      ("speed", f"{d['images_per_sec']} images/s ({d['seconds']} s, runtime {d['runtime']}"
+                + "".join(f", TF {d['tf_threads'][k]} {k.replace('_', '-')} threads" for k in ("intra_op", "inter_op")
+                          if d["tf_threads"][k]) + ")")]))
   for s in d["skipped_files"]:
     print(f"skipped {s['id']}: {s['reason']}")
   if FLAGS.per_class:

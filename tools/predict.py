@@ -25,6 +25,7 @@ sq_flags.define_model_flags()
 sq_flags.define_labels_flag()  # without it: the names the weights carry, else class numbers
 sq_flags.define_top_k_flag()
 sq_flags.define_runtime_flag()
+sq_flags.define_threads_flags()
 sq_flags.define_preprocessing_flags(full=False)
 sq_flags.define_output_flags(output=False)
 

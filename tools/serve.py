@@ -46,6 +46,7 @@ flags.DEFINE_integer("batch_timeout_micros", 1000, "Longest wait for a batch to 
                      lower_bound=0)
 flags.DEFINE_integer("max_request_bytes", 32 << 20, "Largest request body; larger ones get 413.", lower_bound=1024)
 flags.DEFINE_integer("grace_period", 30, "Seconds running requests get to finish on SIGTERM.", lower_bound=0)
+sq_flags.define_threads_flags()
 flags.DEFINE_integer("threads", None, "Request threads running the model (default: cores + 4, at most 32).",
                      lower_bound=1)
 
