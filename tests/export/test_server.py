@@ -99,7 +99,8 @@ def served(tmp_path_factory):
   exporter.export(model, info, "cifar10", exporter.ExportConfig(export_dir=str(root)))
   log = tmp / "server.log"
   with server(root, log, "--file_system_poll_wait_seconds=0.5", "--enable_batching", "--max_batch_size=8",
-              f"--max_request_bytes={MAX_BODY}", "--grace_period=20") as (proc, port):
+              f"--max_request_bytes={MAX_BODY}", "--grace_period=20", "--intra_op_threads=1",
+              "--inter_op_threads=2") as (proc, port):
     yield proc, port, root, model, log
 
 
