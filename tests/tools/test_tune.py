@@ -108,6 +108,34 @@ def test_chief_and_two_workers_share_the_trials(tmp_path):
   assert not missing, missing
 
 
+def test_a_worker_killed_mid_trial_picks_it_up_again(tmp_path):
+  """The chief keeps a dead worker's trial as running; the same worker id started again gets it."""
+  env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_ports()[0])}
+  args = [*TINY, "--tuner=grid", f"--directory={tmp_path}", '--space={"squeeze_ratio": [0.125, 0.25], "batch_norm": true}']
+  chief = start_script(TUNE, *args, env=dict(env, KERASTUNER_TUNER_ID="chief"))
+  worker = start_script(TUNE, *args, env=dict(env, KERASTUNER_TUNER_ID="tuner0"))
+  procs = [chief, worker]
+  deadline = time.time() + 300
+  try:
+    while not list(tmp_path.glob("search/trial_*")) and time.time() < deadline and chief.poll() is None:
+      time.sleep(0.2)
+    time.sleep(1.0)  # building the model and training: the trial is under way
+    worker.kill()
+    worker.communicate()
+    again = start_script(TUNE, *args, env=dict(env, KERASTUNER_TUNER_ID="tuner0"))
+    procs.append(again)
+    for p in (again, chief):
+      p.wait(timeout=max(1, deadline - time.time()))
+  finally:
+    for p in procs:
+      p.kill()
+  (out, err), (_, err_again) = chief.communicate(), again.communicate()
+  assert chief.returncode == 0 and again.returncode == 0, (err[-1500:], err_again[-1500:])
+  d = last_json(out)
+  assert [t["status"] for t in d["trials"]] == ["COMPLETED", "COMPLETED"]
+  assert "this worker ran 2 trials" in err_again or "this worker ran 1 trials" in err_again, err_again
+
+
 def test_bad_input_fails_cleanly(tmp_path):
   # (Impossible ranges and the other space errors are tested on the library, tests/search.)
   for args, message in [(["--tuner=annealing"], "--tuner=annealing is not accepted"),
