@@ -61,8 +61,7 @@ def run_main(main, allow_args: bool = False, resume: str = ""):
     if len(argv) > 1 and not allow_args:
       usage_error(f"unexpected arguments {' '.join(argv[1:])!r}; this binary takes flags only")
     try:
-      if any(n in FLAGS and FLAGS[n].value is not None for n in ("intra_op_threads", "inter_op_threads")):
-        apply_threads_from_flags()  # before the binary's first TensorFlow op
+      apply_threads_from_flags()  # before the binary's first TensorFlow op
       return main(argv)
     except SqznetError as e:
       usage_error(str(e))
@@ -245,16 +244,19 @@ def define_threads_flags() -> None:
 
 def apply_threads_from_flags() -> None:
   """Sets TensorFlow's thread pools from --intra_op_threads / --inter_op_threads (where the binary
-  defines them and they are given). `run_main` calls it before `main`."""
+  defines them and they are given). `run_main` calls it before `main`; without them TensorFlow is not
+  imported here."""
+  given = {n: FLAGS[n].value for n in ("intra_op_threads", "inter_op_threads") if n in FLAGS and FLAGS[n].value}
+  if not given:
+    return
   from sqznet_tf._keras import tf  # pylint: disable=g-import-not-at-top
-  threading_config = tf.config.threading
-  for name, setter in (("intra_op_threads", threading_config.set_intra_op_parallelism_threads),
-                       ("inter_op_threads", threading_config.set_inter_op_parallelism_threads)):
-    if name in FLAGS and FLAGS[name].value is not None:
-      try:
-        setter(FLAGS[name].value)
-      except RuntimeError as e:  # TensorFlow already ran an op in this process
-        raise SqznetError(f"--{name}={FLAGS[name].value} cannot be applied: {e}") from None
+  setters = {"intra_op_threads": tf.config.threading.set_intra_op_parallelism_threads,
+             "inter_op_threads": tf.config.threading.set_inter_op_parallelism_threads}
+  for name, value in given.items():
+    try:
+      setters[name](value)
+    except RuntimeError as e:  # TensorFlow already ran an op in this process
+      raise SqznetError(f"--{name}={value} cannot be applied: {e}") from None
 
 
 def tf_threads() -> dict:

@@ -240,8 +240,8 @@ def split_concat(model):
   weights = {}
   for name, widths in kernels.items():  # each part's slice of the kernel's input channels, in order
     source = layer_of[name]
-    bounds = np.cumsum([0, *widths])
-    weights[name] = [source.kernel.numpy()[:, :, a:b, :] for a, b in zip(bounds[:-1], bounds[1:])]
+    kernel, bounds = source.kernel.numpy(), np.cumsum([0, *widths])
+    weights[name] = [kernel[:, :, a:b, :] for a, b in zip(bounds[:-1], bounds[1:])]
     weights[name] += [source.bias.numpy()] if source.use_bias else []
   return _rebuilt(model, config, weights, {"ConcatConv2D": ConcatConv2D})
 

@@ -170,8 +170,12 @@ def make_tuner(name: str, hypermodel: SqueezeNetHyperModel, directory: str, proj
   Args:
     max_trials: trials to run (random, grid, bayesian; grid stops earlier when the grid is done).
     max_epochs: Hyperband's largest training length.
-    overwrite: start afresh; False resumes the search found in directory/project_name.
+    overwrite: start afresh; False resumes the search found in directory/project_name. A keras-tuner
+      worker (KERASTUNER_TUNER_ID other than chief) never does: starting afresh deletes the project
+      folder, and a worker that joined late would delete the trials and checkpoints the others wrote
+      (a worker keeps no state of its own there; the chief starts afresh before it serves the oracle).
   """
+  overwrite = overwrite and not is_worker()
   cls = _tuner_class(name)
   objective = kt.Objective(OBJECTIVE, direction="max")
   common = dict(hypermodel=hypermodel, objective=objective, directory=directory, project_name=project_name,
@@ -372,12 +376,8 @@ def run(cfg: SearchConfig, data_spec, log=lambda s: None) -> dict:
     raise SqznetError("the search needs validation data: give --val_data or --val_split > 0")
   size = data_spec.image_size
   hypermodel = SqueezeNetHyperModel(space, cfg.model, (size, size, 3), data.num_classes, cfg.learning_rate)
-  # Starting afresh deletes the project folder; in a distributed search only the chief may, before it
-  # serves the oracle: a worker that joins late would delete the trials and checkpoints the others wrote
-  # (a worker keeps no state of its own there, only the chief's oracle does).
-  overwrite = cfg.overwrite and not is_worker()
   tuner = make_tuner(cfg.tuner, hypermodel, cfg.directory, cfg.project_name, cfg.max_trials, cfg.epochs,
-                     overwrite, cfg.seed, cfg.budget)
+                     cfg.overwrite, cfg.seed, cfg.budget)
   project = os.path.join(cfg.directory, cfg.project_name)
   steps = cfg.steps_per_epoch or max(1, data.train_size // cfg.batch_size)
   logs = os.path.join(project, "logs")

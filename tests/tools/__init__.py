@@ -212,14 +212,13 @@ def free_ports(n=1):
 
   Drawn from this worker's own range (`_port_range`) where there is one: a port from bind(0) goes
   back to the kernel's pool when closed, and another process (another test's server, an outgoing
-  connection) could take it before the test's server binds it; gRPC servers even share a port
-  silently (SO_REUSEPORT), which left a keras-tuner chief waiting for workers that never reached it.
+  connection) could take it before the test's server binds it; gRPC servers would even share a port
+  silently (SO_REUSEPORT), a keras-tuner chief and another server among them.
   """
   socks = []
   try:
-    candidates = list(_port_range() or [])
-    random.shuffle(candidates)
-    for port in candidates:
+    own = _port_range() or range(0)
+    for port in random.sample(own, len(own)):
       if len(socks) == n:
         break
       if port in _HANDED_OUT:
