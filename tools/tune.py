@@ -19,7 +19,9 @@ Distributed: run the same command in several processes with KERASTUNER_TUNER_ID=
 process; it serves the oracle and writes the results) or tuner0, tuner1, ... (workers that run
 trials), and KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT naming the chief. All of them need
 the same --directory on a shared file system. Only the chief starts afresh (--overwrite); workers never
-delete the folder. The chief stops with an error if its port is in use.
+delete the folder. The chief stops with an error if its port is in use. Workers send a heartbeat while
+they train; a worker silent for --worker_timeout seconds is lost (its trial fails), and a chief that
+no worker talks to for as long stops with the results it has (exit status 1).
 
 Examples:
   sqznet-tune --data=embedded --image_size=32 --sweep=sr --tuner=grid --epochs=2
@@ -39,6 +41,7 @@ from absl import flags  # noqa: E402
 
 from sqznet_tf import flags as sq_flags  # noqa: E402
 from sqznet_tf import reporting  # noqa: E402
+from sqznet_tf.errors import SqznetError  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -61,6 +64,11 @@ flags.DEFINE_float("size_density", 0.334, "Kernel density of the compressed size
 flags.DEFINE_integer("size_bits", 6, "Bits per shared weight of the compressed size.")
 flags.DEFINE_string("directory", "runs/tune", "Where the search lives (shared by chief and workers).")
 flags.DEFINE_string("project_name", "search", "Sub-folder of --directory for this search.")
+flags.DEFINE_float("worker_timeout", 600, "Distributed search, on the chief: a worker that sends nothing for "
+                   "this many seconds is lost and its trial fails (a worker sends a heartbeat every 5 s while it "
+                   "runs a trial); when no worker has sent anything for as long and none runs a trial, the search "
+                   "stops with the results it has (exit status 1 if that is before its end). 0: wait forever.",
+                   lower_bound=0)
 sq_flags.define_overwrite_flag(True)
 sq_flags.define_output_flags(output=False)
 
@@ -76,7 +84,7 @@ def main(argv):
       space=space, model=FLAGS.model, tuner=FLAGS.tuner, max_trials=FLAGS.max_trials, epochs=FLAGS.epochs,
       steps_per_epoch=FLAGS.steps_per_epoch, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
       seed=FLAGS.seed, classes=FLAGS.classes, directory=FLAGS.directory, project_name=FLAGS.project_name,
-      overwrite=FLAGS.overwrite, verbose=FLAGS.verbose,
+      overwrite=FLAGS.overwrite, verbose=FLAGS.verbose, worker_timeout=FLAGS.worker_timeout,
       budget=tuner_lib.Budget(FLAGS.max_params, FLAGS.max_macs, FLAGS.max_bytes, FLAGS.size_density, FLAGS.size_bits))
   out = tuner_lib.run(cfg, sq_flags.data_spec_from_flags(), log=reporting.progress)
   if "worker" in out:
@@ -84,7 +92,19 @@ def main(argv):
     return
   if FLAGS.format == "json":
     reporting.print_json(out)
-    return
+  else:
+    _print_table(out)
+  for lost in out.get("lost_workers", []):
+    reporting.progress(f"worker {lost['worker']} was lost (nothing from it for --worker_timeout={FLAGS.worker_timeout:g} "
+                       f"s): its trial {lost['trial']} failed")
+  if "stopped" in out:
+    again = ("start workers and rerun the search (a grid search does not resume)" if FLAGS.tuner == "grid" else
+             "start workers and rerun the chief with --nooverwrite to go on")
+    raise SqznetError(f"the search stopped without its workers: {out['stopped']}; the results so far are in "
+                      f"{os.path.join(out['directory'], 'results.json')}; {again}")
+
+
+def _print_table(out) -> None:
   rows = out["trials"]
   names = sorted({k for r in rows for k in r["values"]})
   table = [dict({"trial": r["trial"], "status": r["status"]}, **{k: r["values"].get(k, "") for k in names},

@@ -24,6 +24,7 @@ from sqznet_tf.io import save_figure, write_json_atomic
 from sqznet_tf.models import build, get_config, pointwise
 from sqznet_tf.search import space as space_lib
 from sqznet_tf.search.space import ARCH_PARAMS, SearchSpace
+from sqznet_tf.search.watch import Heartbeat, WorkerWatch
 from sqznet_tf.training import optimizers
 from sqznet_tf.weights import WeightsInfo, save_model
 
@@ -151,7 +152,10 @@ class _BudgetMixin:
     reason = self.budget.check(cost)
     if reason:
       raise kt.errors.FailedTrialError(f"{REJECTED}: {reason}")
-    return super().run_trial(trial, *args, **kwargs)
+    if not is_worker():
+      return super().run_trial(trial, *args, **kwargs)
+    with Heartbeat(self.oracle, trial.trial_id):  # the chief's WorkerWatch hears that it is alive
+      return super().run_trial(trial, *args, **kwargs)
 
 
 def _tuner_class(name: str):
@@ -351,13 +355,16 @@ class SearchConfig:
   project_name: str = "search"
   overwrite: bool = True
   verbose: int = 1
+  worker_timeout: float = 600.0  # distributed, on the chief: see watch.WorkerWatch; 0 waits forever
 
 
 def run(cfg: SearchConfig, data_spec, log=lambda s: None) -> dict:
   """What sqznet-tune runs: the search, then (on the chief) results.json, the best model and a plot.
 
   Returns the results (also in <directory>/<project_name>/results.json); on a worker, only
-  {"worker": id, "trials_run": n}.
+  {"worker": id, "trials_run": n}. On a distributed search's chief (cfg.worker_timeout > 0), a
+  `WorkerWatch` fails the trials of lost workers ("lost_workers" in the results) and stops a search
+  that no worker serves any more ("stopped": why, when that came before the search's end).
   """
   if cfg.tuner not in TUNERS:
     raise SqznetError(f"--tuner={cfg.tuner} is not accepted; expected one of {', '.join(TUNERS)}")
@@ -387,12 +394,21 @@ def run(cfg: SearchConfig, data_spec, log=lambda s: None) -> dict:
     search_args["epochs"] = cfg.epochs
   log(f"{cfg.tuner} search over {', '.join(space.searched)} "
       f"({data.train_size} training / {data.val_size} validation images)")
-  tuner.search(data.train.repeat(), **search_args)
+  watch = WorkerWatch(tuner.oracle, cfg.worker_timeout).start() if is_chief() and cfg.worker_timeout else None
+  try:
+    tuner.search(data.train.repeat(), **search_args)
+  finally:
+    if watch:
+      watch.close()
   if is_worker():  # the chief has the trials and writes the results
     return {"worker": os.environ.get("KERASTUNER_TUNER_ID"), "trials_run": tuner.trials_run}
   rows = trial_rows(tuner)
   out = {"tuner": cfg.tuner, "model": cfg.model, "space": space.to_dict(), "directory": project,
          "budget": dict(vars(cfg.budget)), "trials": [r.to_dict() for r in rows], "logs": logs}
+  if watch and watch.lost:
+    out["lost_workers"] = [{"worker": w, "trial": t} for w, t in watch.lost]
+  if watch and watch.stopped and not watch.search_done:
+    out["stopped"] = watch.stopped  # before the search's end: the trials not run are not in the results
   if any(r.val_accuracy is not None for r in rows):
     model, values = best(tuner)
     path = os.path.join(project, "best_model.keras")

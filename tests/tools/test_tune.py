@@ -136,6 +136,35 @@ def test_a_worker_killed_mid_trial_picks_it_up_again(tmp_path):
   assert "this worker ran 2 trials" in err_again or "this worker ran 1 trials" in err_again, err_again
 
 
+def test_a_worker_killed_for_good_is_lost_and_the_chief_stops(tmp_path):
+  """A worker killed mid-trial and never started again: after --worker_timeout the chief fails its
+  trial and, with no worker left, stops with the results it has (exit 1, one line)."""
+  env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_ports()[0])}
+  args = [*TINY, "--tuner=grid", f"--directory={tmp_path}", '--space={"squeeze_ratio": [0.125, 0.25], "batch_norm": true}']
+  worker = start_script(TUNE, *args, env=dict(env, KERASTUNER_TUNER_ID="tuner0"))
+  chief = start_script(TUNE, *args, "--worker_timeout=8", env=dict(env, KERASTUNER_TUNER_ID="chief"))
+  deadline = time.time() + 300
+  try:
+    while not list(tmp_path.glob("search/trial_*")) and time.time() < deadline and chief.poll() is None:
+      time.sleep(0.2)
+    time.sleep(1.0)  # the trial is under way
+    worker.kill()
+    worker.communicate()
+    chief.wait(timeout=max(1, deadline - time.time()))
+  finally:
+    for p in (worker, chief):
+      p.kill()
+  out, err = chief.communicate()
+  assert chief.returncode == 1 and "Traceback" not in err, err[-1500:]
+  assert "the search stopped without its workers: no worker sent anything for" in err, err[-1500:]
+  assert "worker tuner0 was lost" in err, err[-1500:]
+  d = json.load(open(tmp_path / "search" / "results.json"))
+  assert [t["status"] for t in d["trials"]] == ["FAILED"], d["trials"]
+  assert d["trials"][0]["note"].startswith("worker tuner0 sent nothing for"), d["trials"][0]
+  assert d["lost_workers"] == [{"worker": "tuner0", "trial": d["trials"][0]["trial"]}]
+  assert d["stopped"].startswith("no worker sent anything for")
+
+
 def test_bad_input_fails_cleanly(tmp_path):
   # (Impossible ranges and the other space errors are tested on the library, tests/search.)
   for args, message in [(["--tuner=annealing"], "--tuner=annealing is not accepted"),

@@ -1,0 +1,105 @@
+"""The chief's watch over a distributed search's workers, on a real keras-tuner oracle and a fake clock
+(the processes, a worker killed and never started again: tests/tools/test_tune.py)."""
+
+import time
+
+import pytest
+
+from sqznet_tf._keras import keras_tuner
+from sqznet_tf.search.watch import WATCH_ID, Heartbeat, WorkerWatch
+
+kt = keras_tuner()
+
+
+class Clock:
+  def __init__(self):
+    self.now = 1000.0
+
+  def __call__(self):
+    return self.now
+
+
+def make_oracle(tmp_path):
+  hp = kt.HyperParameters()
+  hp.Choice("squeeze_ratio", [0.125, 0.25, 0.5])
+  oracle = kt.oracles.RandomSearchOracle(objective=kt.Objective("val_accuracy", "max"), max_trials=3,
+                                         hyperparameters=hp, seed=0, max_consecutive_failed_trials=10 ** 6)
+  oracle._set_project_dir(str(tmp_path), "search")  # pylint: disable=protected-access  (as a tuner does)
+  return oracle
+
+
+def test_a_silent_worker_loses_its_trial_and_a_search_without_workers_stops(tmp_path):
+  oracle, clock, stops = make_oracle(tmp_path), Clock(), []
+  watch = WorkerWatch(oracle, timeout=30, clock=clock, stop_server=lambda: stops.append(clock.now))
+  t0 = oracle.create_trial("tuner0")
+  clock.now += 10
+  t1 = oracle.create_trial("tuner1")
+  assert watch.check() is None
+  clock.now += 25  # tuner0 silent for 35 s, tuner1 for 25: only tuner0 is lost
+  oracle.get_trial(t1.trial_id)  # tuner1's heartbeat
+  assert watch.check() is None
+  assert t0.status == "FAILED" and "worker tuner0 sent nothing for 35 s" in t0.message, t0.message
+  assert list(oracle.ongoing_trials) == ["tuner1"] and "tuner0" not in oracle.tuner_ids
+  assert watch.lost == [("tuner0", t0.trial_id)]
+  # tuner1 ends its trial and asks for the next; the other workers go on.
+  clock.now += 20
+  t1.status = "COMPLETED"
+  oracle.update_trial(t1.trial_id, {"val_accuracy": 0.5})
+  oracle.end_trial(t1)
+  assert oracle.trials[t1.trial_id].status == "COMPLETED" and not oracle.ongoing_trials
+  t2 = oracle.create_trial("tuner1")
+  clock.now += 29
+  assert watch.check() is None and t2.status == "RUNNING"
+  clock.now += 2  # now tuner1 is silent too: its trial fails, and no worker is left
+  reason = watch.check()
+  assert t2.status == "FAILED" and reason and reason.startswith("no worker sent anything for 31 s"), reason
+  assert [t for _, t in watch.lost] == [t0.trial_id, t2.trial_id]
+  # How the watch ends the chief's server: it asks for a trial itself and gets keras-tuner's
+  # "search over", with every worker id forgotten (the server waits for those).
+  oracle.tuner_ids.add("tuner9")
+  answer = oracle.create_trial(WATCH_ID)
+  assert answer.status == "STOPPED" and not oracle.tuner_ids
+  assert not watch.search_done  # no worker was told that the search is over
+
+
+def test_the_thread_stops_the_server_once_and_a_finished_search_is_not_stopped(tmp_path):
+  oracle, stops = make_oracle(tmp_path), []
+  watch = WorkerWatch(oracle, timeout=0.2, stop_server=lambda: stops.append(1)).start()
+  deadline = time.time() + 30
+  while not stops and time.time() < deadline:
+    time.sleep(0.05)
+  time.sleep(0.3)
+  watch.close()
+  assert stops == [1] and watch.stopped.startswith("no worker sent anything")
+  # A worker told that the search is over marks it done.
+  oracle2 = make_oracle(tmp_path / "b")
+  watch2 = WorkerWatch(oracle2, timeout=30)
+  oracle2.max_trials = 1
+  trial = oracle2.create_trial("tuner0")
+  trial.status = "COMPLETED"
+  oracle2.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+  oracle2.end_trial(trial)
+  assert not watch2.search_done
+  assert oracle2.create_trial("tuner0").status == "STOPPED" and watch2.search_done
+  with pytest.raises(ValueError, match="timeout 0 is not a positive number"):
+    WorkerWatch(oracle2, timeout=0)
+
+
+def test_a_worker_heartbeat_keeps_its_trial(tmp_path):
+  oracle, clock = make_oracle(tmp_path), Clock()
+  watch = WorkerWatch(oracle, timeout=30, clock=clock, stop_server=lambda: None)
+  trial = oracle.create_trial("tuner0")
+  clock.now += 100
+  with Heartbeat(oracle, trial.trial_id, every=0.05):
+    deadline = time.time() + 30
+    while watch.last_seen["tuner0"] != clock.now and time.time() < deadline:
+      time.sleep(0.02)
+  assert watch.check() is None and trial.status == "RUNNING"
+  # A heartbeat whose chief is gone ends quietly.
+  class Gone:
+    def get_trial(self, trial_id):
+      raise ConnectionError(trial_id)
+  beat = Heartbeat(Gone(), "00", every=0.01)
+  with beat:
+    beat._thread.join(timeout=10)  # pylint: disable=protected-access
+    assert not beat._thread.is_alive()  # pylint: disable=protected-access
