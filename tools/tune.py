@@ -10,7 +10,7 @@ a choice, {"min": a, "max": b, "step": s} a range, a single value fixed:
 Tuners: random, grid (every point of a grid of lists), hyperband, bayesian. The objective is
 validation accuracy. A candidate over --max_params / --max_macs / --max_bytes (Deep Compression
 size at --size_density and --size_bits) is recorded as rejected with its cost, not trained.
---nooverwrite resumes the search in --directory. Results: a table (or --format=json), and in
+--nooverwrite resumes the search in --directory (not a grid search). Results: a table (or --format=json), and in
 DIR/PROJECT: results.json, search.png (accuracy vs parameters and vs MACs with the Pareto
 front; the SR / pct3x3 sweeps), best_model.keras (+ .sqznet.json; `sqznet-evaluate
 --saved_model=...` reads it) and TensorBoard logs with HParams (DIR/PROJECT/logs).

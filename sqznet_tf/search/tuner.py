@@ -374,6 +374,12 @@ def run(cfg: SearchConfig, data_spec, log=lambda s: None) -> dict:
     bad = [n for n in space.searched if space.params[n].kind not in ("choice",) and space.params[n].step is None]
     if bad:
       raise SqznetError(f"grid search needs lists or stepped ranges; {', '.join(bad)} is a continuous range")
+  if cfg.tuner == "grid" and not cfg.overwrite and os.path.exists(
+      os.path.join(cfg.directory, cfg.project_name, "oracle.json")):
+    # keras-tuner's GridSearch keeps its queue of grid points in memory: resumed, it runs no new point
+    # alone, and a distributed chief's oracle fails (and keeps its lock) on a worker's first request.
+    raise SqznetError(f"a grid search does not resume (--nooverwrite, {os.path.join(cfg.directory, cfg.project_name)}):"
+                      " keras-tuner keeps its grid in memory; rerun it from the start, or use --tuner=random")
   check_density(cfg.budget.density)
   check_bits(cfg.budget.bits, "size_bits")
   if is_chief():

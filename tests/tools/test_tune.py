@@ -173,6 +173,12 @@ def test_bad_input_fails_cleanly(tmp_path):
     r = run(*TINY, f"--directory={tmp_path}", *args)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert message in r.stderr, r.stderr
+  # A grid search does not resume (keras-tuner keeps the grid in memory): refused, not run half.
+  (tmp_path / "search").mkdir(exist_ok=True)
+  (tmp_path / "search" / "oracle.json").write_text("{}")
+  r = run(*TINY, f"--directory={tmp_path}", "--tuner=grid", "--nooverwrite")
+  assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+  assert "a grid search does not resume" in r.stderr, r.stderr
   # A chief whose oracle port is taken says so (keras-tuner's gRPC server would share it silently).
   with socket.socket() as held:
     held.bind(("127.0.0.1", 0))
