@@ -248,17 +248,41 @@ def _load_export(folder: str, classes, input_size):
   except Exception as e:  # pylint: disable=broad-except  (TensorFlow raises many types here)
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise SqznetError(f"cannot load the SavedModel {folder!r}: {first[:200]}") from None
-  # Exports hold the model's variables as `model_variables` (exports written before held the model).
-  held = restored.model.variables if hasattr(restored, "model") else getattr(restored, "model_variables", [])
-  values = {v.name: v for v in held}
-  missing = [w.name for w in net.weights if w.name not in values]
-  if missing:
-    raise SqznetError(f"{folder} does not hold the weights of {architecture}: {missing[0]} is missing")
-  for w in net.weights:
-    if tuple(values[w.name].shape) != tuple(w.shape):
-      raise SqznetError(f"{folder}: {w.name} is {tuple(values[w.name].shape)}, {architecture} needs {tuple(w.shape)}")
-    w.assign(values[w.name])
+  for w, value in zip(net.weights, _export_weights(restored, net, folder, architecture)):
+    if tuple(value.shape) != tuple(w.shape):
+      raise SqznetError(f"{folder}: {w.name} is {tuple(value.shape)}, {architecture} needs {tuple(w.shape)}")
+    w.assign(value)
   return _attach(net, info, architecture, overrides)
+
+
+def _export_weights(restored, net, folder: str, architecture: str) -> list:
+  """The values of `net.weights`, in order, from a loaded export (sqznet_tf.export.serving.ServingModule):
+  its `model_variables` (by name; in exports written before those, its model's); or, in an export that
+  holds its weights once, the served copy's by layer (`served_weights`), each split convolution's kernel
+  parts joined back on the input channels."""
+  if hasattr(restored, "model") or hasattr(restored, "model_variables"):
+    held = restored.model.variables if hasattr(restored, "model") else restored.model_variables
+    values = {v.name: v for v in held}
+    missing = [w.name for w in net.weights if w.name not in values]
+    if missing:
+      raise SqznetError(f"{folder} does not hold the weights of {architecture}: {missing[0]} is missing")
+    return [values[w.name] for w in net.weights]
+  by_layer = getattr(restored, "served_weights", {})
+  values = {}
+  for layer in net.layers:
+    if not layer.weights:
+      continue
+    if layer.name not in by_layer:
+      raise SqznetError(f"{folder} does not hold the weights of {architecture}: layer {layer.name} is missing")
+    held = list(by_layer[layer.name])
+    parts = len(held) - len(layer.weights) + 1  # a split convolution: its kernel in parts, then the rest
+    if parts > 1:
+      held = [tf.concat(held[:parts], axis=2), *held[parts:]]
+    if len(held) != len(layer.weights):
+      raise SqznetError(f"{folder}: layer {layer.name} holds {len(held)} weights, {architecture} needs "
+                        f"{len(layer.weights)}")
+    values.update((id(w), v) for w, v in zip(layer.weights, held))
+  return [values[id(w)] for w in net.weights]
 
 
 def _refuse_code_layers(folder: str) -> None:

@@ -76,16 +76,20 @@ class ServingModule(tf.Module):
     # The variables are saved, not the Keras model: tracking the model would make the SavedModel
     # writer trace every layer's call functions for Keras metadata that serving never reads
     # (measured: most of an export's time). The signatures call the model through a closure.
-    # `model_variables` are the model's own: what loading the export as a model form reads.
-    self.model_variables = list(model.variables)
     # The signatures run a copy with batch norm merged into the convolutions
     # (sqznet_tf.inference.fold_batch_norm): one op fewer per conv, and without the concats that
     # only convolutions read (split_concat: each Fire's output never copied into one map), the same
-    # outputs to float rounding, as `inference.Predictor` runs it. Such an export holds its weights
-    # twice (the copy's and the model's own).
-    served = split_concat(fold_batch_norm(model))
+    # outputs to float rounding, as `inference.Predictor` runs it.
+    # Loading the export as a model form reads the model's own weights: `model_variables` when batch
+    # norm was folded (the folded kernels do not give the model's back), otherwise the served ones
+    # (`served_weights`, by layer name: a split convolution's kernel parts are its kernel's input
+    # channels in order, which sqznet_tf.loading joins back), so such an export holds each weight once.
+    folded = fold_batch_norm(model)
+    served = split_concat(folded)
     if served is not model:
-      self.served_variables = list(served.variables)
+      self.served_weights = {layer.name: list(layer.weights) for layer in served.layers if layer.weights}
+    if served is model or folded is not model:
+      self.model_variables = list(model.variables)
     self._call_model = lambda x: served(x, training=False)
     self.p = preprocessing
     self.size = int(model.input_shape[1])

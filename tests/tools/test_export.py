@@ -34,6 +34,21 @@ def test_export_layout(exported):
   assert sizes["model_float32.tflite"] < 2.5e6 and sizes["model_int8.tflite"] < 1.2e6
 
 
+def test_export_holds_each_weight_once_and_loads_back_to_the_bit(exported, release_path):
+  """The signatures run a copy with the Fire concats split (each squeeze's kernel in two parts); the
+  export saves only that copy's weights, and loading it as a model joins the parts back."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from sqznet_tf import loading  # pylint: disable=g-import-not-at-top
+  export_dir, _ = exported
+  release, _ = loading.load_model(str(release_path))
+  data = [f for f in os.listdir(export_dir / "1" / "variables") if f.startswith("variables.data")]
+  stored = sum(os.path.getsize(export_dir / "1" / "variables" / f) for f in data)
+  assert 4 * release.count_params() <= stored < 1.1 * 4 * release.count_params(), stored  # 1,248,424 floats
+  back, _ = loading.load_model(str(export_dir / "1"))
+  assert [w.name for w in back.weights] == [w.name for w in release.weights]
+  assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(back.weights, release.weights))
+
+
 def test_serving_bytes_puts_the_cat_first(exported, sample_dir):
   from sqznet_tf.export import check  # pylint: disable=g-import-not-at-top
   export_dir, _ = exported
