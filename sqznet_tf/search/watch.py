@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+from absl import logging
+
 from sqznet_tf._keras import keras_tuner
 
 kt = keras_tuner()
@@ -155,7 +157,10 @@ class WorkerWatch:
       reason = self.check()
       if reason:
         self.stopped = reason
-        self._stop_server()
+        try:
+          self._stop_server()
+        except Exception as e:  # pylint: disable=broad-except  (gRPC's errors)
+          logging.warning("could not stop the search's server (%s): it waits for its workers", e)
         return
 
   def start(self) -> "WorkerWatch":
