@@ -67,7 +67,8 @@ flags.DEFINE_string("project_name", "search", "Sub-folder of --directory for thi
 flags.DEFINE_float("worker_timeout", 600, "Distributed search, on the chief: a worker that sends nothing for "
                    "this many seconds is lost and its trial fails (a worker sends a heartbeat every 5 s while it "
                    "runs a trial); when no worker has sent anything for as long and none runs a trial, the search "
-                   "stops with the results it has (exit status 1 if that is before its end). 0: wait forever.",
+                   "stops with the results it has (exit status 1 if that is before its end). 0: wait forever; "
+                   "otherwise at least 10.",
                    lower_bound=0)
 sq_flags.define_overwrite_flag(True)
 sq_flags.define_output_flags(output=False)

@@ -24,7 +24,7 @@ from sqznet_tf.io import save_figure, write_json_atomic
 from sqznet_tf.models import build, get_config, pointwise
 from sqznet_tf.search import space as space_lib
 from sqznet_tf.search.space import ARCH_PARAMS, SearchSpace
-from sqznet_tf.search.watch import Heartbeat, WorkerWatch
+from sqznet_tf.search.watch import MIN_TIMEOUT_S, Heartbeat, WorkerWatch
 from sqznet_tf.training import optimizers
 from sqznet_tf.weights import WeightsInfo, save_model
 
@@ -380,6 +380,9 @@ def run(cfg: SearchConfig, data_spec, log=lambda s: None) -> dict:
     # alone, and a distributed chief's oracle fails (and keeps its lock) on a worker's first request.
     raise SqznetError(f"a grid search does not resume (--nooverwrite, {os.path.join(cfg.directory, cfg.project_name)}):"
                       " keras-tuner keeps its grid in memory; rerun it from the start, or use --tuner=random")
+  if cfg.worker_timeout and cfg.worker_timeout < MIN_TIMEOUT_S:
+    raise SqznetError(f"--worker_timeout={cfg.worker_timeout:g} is not accepted; expected 0 (wait forever) or at "
+                      f"least {MIN_TIMEOUT_S:g} s (two of the workers' heartbeats)")
   check_density(cfg.budget.density)
   check_bits(cfg.budget.bits, "size_bits")
   if is_chief():

@@ -21,6 +21,7 @@ from sqznet_tf._keras import keras_tuner
 kt = keras_tuner()
 
 HEARTBEAT_S = 5.0
+MIN_TIMEOUT_S = 2 * HEARTBEAT_S
 WATCH_ID = "sqznet-worker-watch"  # the tuner id the watch uses to stop the chief's server
 
 
@@ -90,8 +91,9 @@ class WorkerWatch:
 
   def __init__(self, oracle, timeout: float, clock: Callable[[], float] = time.monotonic,
                stop_server: Optional[Callable[[], None]] = None):
-    if timeout <= 0:
-      raise ValueError(f"timeout {timeout} is not a positive number of seconds")
+    if timeout < MIN_TIMEOUT_S:
+      raise ValueError(f"timeout {timeout:g} s is shorter than {MIN_TIMEOUT_S:g} s (two heartbeats): a worker "
+                       "alive and training would be taken for lost")
     self.oracle, self.timeout, self.clock = oracle, float(timeout), clock
     self.started = clock()
     self.last_seen: Dict[str, float] = {}  # tuner id -> when the chief last heard from it
@@ -100,6 +102,7 @@ class WorkerWatch:
     self.stopped: Optional[str] = None  # why the watch stopped the search
     self.search_done = False  # a worker was told the search is over (keras-tuner's STOPPED)
     self._stop_server = stop_server or _ask_own_server_to_stop
+    self._every = min(HEARTBEAT_S, self.timeout / 4)  # how often the thread checks
     self._closed = threading.Event()
     self._thread = threading.Thread(target=self._run, name="worker-watch", daemon=True)
     self._wrap()
@@ -152,8 +155,7 @@ class WorkerWatch:
     return None
 
   def _run(self) -> None:
-    every = min(5.0, self.timeout / 4)
-    while not self._closed.wait(every):
+    while not self._closed.wait(self._every):
       reason = self.check()
       if reason:
         self.stopped = reason

@@ -64,7 +64,11 @@ def test_a_silent_worker_loses_its_trial_and_a_search_without_workers_stops(tmp_
 
 def test_the_thread_stops_the_server_once_and_a_finished_search_is_not_stopped(tmp_path):
   oracle, stops = make_oracle(tmp_path), []
-  watch = WorkerWatch(oracle, timeout=0.2, stop_server=lambda: stops.append(1)).start()
+  clock = Clock()
+  watch = WorkerWatch(oracle, timeout=10, clock=clock, stop_server=lambda: stops.append(1))
+  watch._every = 0.05  # pylint: disable=protected-access  (the thread's pace; 2.5 s at this timeout)
+  watch.start()
+  clock.now += 11
   deadline = time.time() + 30
   while not stops and time.time() < deadline:
     time.sleep(0.05)
@@ -81,8 +85,8 @@ def test_the_thread_stops_the_server_once_and_a_finished_search_is_not_stopped(t
   oracle2.end_trial(trial)
   assert not watch2.search_done
   assert oracle2.create_trial("tuner0").status == "STOPPED" and watch2.search_done
-  with pytest.raises(ValueError, match="timeout 0 is not a positive number"):
-    WorkerWatch(oracle2, timeout=0)
+  with pytest.raises(ValueError, match="timeout 5 s is shorter than 10 s"):
+    WorkerWatch(oracle2, timeout=5)
 
 
 def test_a_worker_heartbeat_keeps_its_trial(tmp_path):

@@ -142,7 +142,7 @@ def test_a_worker_killed_for_good_is_lost_and_the_chief_stops(tmp_path):
   env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_ports()[0])}
   args = [*TINY, "--tuner=grid", f"--directory={tmp_path}", '--space={"squeeze_ratio": [0.125, 0.25], "batch_norm": true}']
   worker = start_script(TUNE, *args, env=dict(env, KERASTUNER_TUNER_ID="tuner0"))
-  chief = start_script(TUNE, *args, "--worker_timeout=8", env=dict(env, KERASTUNER_TUNER_ID="chief"))
+  chief = start_script(TUNE, *args, "--worker_timeout=10", env=dict(env, KERASTUNER_TUNER_ID="chief"))
   deadline = time.time() + 300
   try:
     while not list(tmp_path.glob("search/trial_*")) and time.time() < deadline and chief.poll() is None:
@@ -173,6 +173,8 @@ def test_bad_input_fails_cleanly(tmp_path):
     r = run(*TINY, f"--directory={tmp_path}", *args)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert message in r.stderr, r.stderr
+  r = run(*TINY, f"--directory={tmp_path}", "--worker_timeout=3")
+  assert r.returncode != 0 and "--worker_timeout=3 is not accepted; expected 0 (wait forever) or at least 10" in r.stderr, r.stderr
   # A grid search does not resume (keras-tuner keeps the grid in memory): refused, not run half.
   (tmp_path / "search").mkdir(exist_ok=True)
   (tmp_path / "search" / "oracle.json").write_text("{}")
