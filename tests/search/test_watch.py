@@ -67,14 +67,22 @@ def test_the_thread_stops_the_server_once_and_a_finished_search_is_not_stopped(t
   clock = Clock()
   watch = WorkerWatch(oracle, timeout=10, clock=clock, stop_server=lambda: stops.append(1))
   watch._every = 0.05  # pylint: disable=protected-access  (the thread's pace; 2.5 s at this timeout)
-  watch.start()
   clock.now += 11
+  watch.start()
   deadline = time.time() + 30
   while not stops and time.time() < deadline:
     time.sleep(0.05)
   time.sleep(0.3)
   watch.close()
   assert stops == [1] and watch.stopped.startswith("no worker sent anything")
+  # A stop request that fails (the server unreachable) ends the thread with a warning, not a traceback.
+  def unreachable():
+    raise ConnectionError("unreachable")
+  failing = WorkerWatch(make_oracle(tmp_path / "c"), timeout=10, clock=clock, stop_server=unreachable)
+  failing._every = 0.05  # pylint: disable=protected-access
+  clock.now += 11
+  failing.start()._thread.join(timeout=30)  # pylint: disable=protected-access
+  assert failing.stopped and not failing._thread.is_alive()  # pylint: disable=protected-access
   # A worker told that the search is over marks it done.
   oracle2 = make_oracle(tmp_path / "b")
   watch2 = WorkerWatch(oracle2, timeout=30)
