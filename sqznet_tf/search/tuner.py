@@ -24,7 +24,7 @@ from sqznet_tf.io import save_figure, write_json_atomic
 from sqznet_tf.models import build, get_config, pointwise
 from sqznet_tf.search import space as space_lib
 from sqznet_tf.search.space import ARCH_PARAMS, SearchSpace
-from sqznet_tf.search.watch import MIN_TIMEOUT_S, Heartbeat, WorkerWatch
+from sqznet_tf.search.watch import MIN_TIMEOUT_S, Heartbeat, WorkerWatch, chief_error
 from sqznet_tf.training import optimizers
 from sqznet_tf.weights import WeightsInfo, save_model
 
@@ -406,6 +406,11 @@ def run(cfg: SearchConfig, data_spec, log=lambda s: None) -> dict:
   watch = WorkerWatch(tuner.oracle, cfg.worker_timeout).start() if is_chief() and cfg.worker_timeout else None
   try:
     tuner.search(data.train.repeat(), **search_args)
+  except Exception as e:  # pylint: disable=broad-except  (gRPC's errors reach a worker as they are)
+    line = chief_error(e) if is_worker() else None
+    if line:
+      raise SqznetError(line) from None
+    raise
   finally:
     if watch:
       watch.close()

@@ -10,6 +10,7 @@ read-only GetTrial call) every `HEARTBEAT_S` seconds, and the chief's `WorkerWat
   trial (the workers are gone, or never came): the chief then writes the results it has.
 """
 
+import os
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -51,6 +52,31 @@ class Heartbeat:
   def __exit__(self, *exc):
     self._done.set()
     return False
+
+
+def _releasing_on_error(oracle, method):
+  """`method` of the chief's oracle, releasing the oracle's lock when it raises. keras-tuner's
+  `synchronized` does not (no try/finally): after one exception in the oracle (a worker's bad request,
+  a resumed grid search), every later request from the server's thread waited for that lock forever
+  and the chief hung. With this the request fails (its worker hears the error) and the chief goes on."""
+  def call(*args, **kwargs):
+    try:
+      return method(*args, **kwargs)
+    except Exception:
+      _release_oracle_lock(oracle)
+      raise
+  return call
+
+
+def _release_oracle_lock(oracle) -> None:
+  try:
+    from keras_tuner.src.engine import oracle as oracle_module  # pylint: disable=g-import-not-at-top
+    threads, locks = oracle_module.THREADS, oracle_module.LOCKS
+  except (ImportError, AttributeError):  # another keras-tuner: nothing known to release
+    return
+  if threads.get(oracle) == threading.current_thread().name:  # acquired by this call, never released
+    threads[oracle] = None
+    locks[oracle].release()
 
 
 @kt.synchronized
@@ -110,7 +136,8 @@ class WorkerWatch:
   def _wrap(self) -> None:
     """Notes every call the workers make (they reach the oracle through the chief's gRPC server)."""
     oracle = self.oracle
-    create, update, end, get = oracle.create_trial, oracle.update_trial, oracle.end_trial, oracle.get_trial
+    create, update, end, get = (_releasing_on_error(oracle, f) for f in (
+        oracle.create_trial, oracle.update_trial, oracle.end_trial, oracle.get_trial))
     self.end_trial = end
 
     def create_trial(tuner_id):
@@ -180,3 +207,17 @@ def _ask_own_server_to_stop() -> None:
   client = oracle_client.OracleClient(None)  # the chief's address from KERASTUNER_ORACLE_IP / _PORT
   client.create_trial(WATCH_ID)
 
+
+
+def chief_error(error: BaseException) -> Optional[str]:
+  """On a worker: one line for a gRPC error from the chief (its oracle raised, or it is gone), or
+  None for any other exception."""
+  try:
+    import grpc  # pylint: disable=g-import-not-at-top  (keras-tuner's distributed mode needs it)
+  except ImportError:
+    return None
+  if not isinstance(error, grpc.RpcError) or not hasattr(error, "code"):
+    return None
+  details = (error.details() or "").strip().splitlines()
+  where = f"{os.environ.get('KERASTUNER_ORACLE_IP')}:{os.environ.get('KERASTUNER_ORACLE_PORT')}"
+  return f"the chief at {where} answered {error.code().name}: {details[-1][:300] if details else 'no details'}"

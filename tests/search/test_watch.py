@@ -115,3 +115,49 @@ def test_a_worker_heartbeat_keeps_its_trial(tmp_path):
   with beat:
     beat._thread.join(timeout=10)  # pylint: disable=protected-access
     assert not beat._thread.is_alive()  # pylint: disable=protected-access
+
+
+def test_an_error_in_the_oracle_does_not_leave_its_lock_held(tmp_path):
+  """keras-tuner's lock is not released when an oracle method raises; the chief's next request (from
+  another thread) would wait forever. With the watch on, the failed request releases it."""
+  import threading  # pylint: disable=g-import-not-at-top
+  oracle = make_oracle(tmp_path)
+  WorkerWatch(oracle, timeout=30)
+  populate = oracle.populate_space
+
+  def broken(trial_id):
+    raise RuntimeError(f"no values for trial {trial_id}")
+  oracle.populate_space = broken
+  errors, answers = [], []
+
+  def ask(tuner_id):
+    try:
+      answers.append(oracle.create_trial(tuner_id).status)
+    except RuntimeError as e:
+      errors.append(str(e))
+  first = threading.Thread(target=ask, args=("tuner0",), name="request-1")
+  first.start()
+  first.join(timeout=30)
+  assert errors == ["no values for trial 0"], errors
+  oracle.populate_space = populate
+  second = threading.Thread(target=ask, args=("tuner1",), name="request-2", daemon=True)
+  second.start()
+  second.join(timeout=30)
+  assert not second.is_alive() and answers == ["RUNNING"], answers
+
+
+def test_a_worker_says_in_one_line_what_the_chief_answered(monkeypatch):
+  import grpc  # pylint: disable=g-import-not-at-top
+  from sqznet_tf.search.watch import chief_error  # pylint: disable=g-import-not-at-top
+
+  class Answer(grpc.RpcError):
+    def code(self):
+      return grpc.StatusCode.UNKNOWN
+
+    def details(self):
+      return "Exception calling application: no values for trial 0"
+  monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+  monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8123")
+  assert chief_error(Answer()) == ("the chief at 127.0.0.1:8123 answered UNKNOWN: Exception calling application: "
+                                   "no values for trial 0")
+  assert chief_error(ValueError("not from the chief")) is None
