@@ -183,7 +183,11 @@ class WorkerWatch:
 
   def _run(self) -> None:
     while not self._closed.wait(self._every):
-      reason = self.check()
+      try:
+        reason = self.check()
+      except Exception as e:  # pylint: disable=broad-except  (an error of keras-tuner's oracle: watch on)
+        logging.warning("the worker watch's check failed: %s", e)
+        continue
       if reason:
         self.stopped = reason
         try:
@@ -206,7 +210,6 @@ def _ask_own_server_to_stop() -> None:
   from keras_tuner.src.distribute import oracle_client  # pylint: disable=g-import-not-at-top
   client = oracle_client.OracleClient(None)  # the chief's address from KERASTUNER_ORACLE_IP / _PORT
   client.create_trial(WATCH_ID)
-
 
 
 def chief_error(error: BaseException) -> Optional[str]:
