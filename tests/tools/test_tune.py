@@ -159,9 +159,11 @@ def test_a_worker_killed_for_good_is_lost_and_the_chief_stops(tmp_path):
   assert "the search stopped without its workers: no worker sent anything for" in err, err[-1500:]
   assert "worker tuner0 was lost" in err, err[-1500:]
   d = json.load(open(tmp_path / "search" / "results.json"))
-  assert [t["status"] for t in d["trials"]] == ["FAILED"], d["trials"]
-  assert d["trials"][0]["note"].startswith("worker tuner0 sent nothing for"), d["trials"][0]
-  assert d["lost_workers"] == [{"worker": "tuner0", "trial": d["trials"][0]["trial"]}]
+  # The trial under way when the worker died failed (on a fast machine the first may have finished).
+  statuses = [t["status"] for t in d["trials"]]
+  assert statuses in (["FAILED"], ["COMPLETED", "FAILED"]), d["trials"]
+  assert d["trials"][-1]["note"].startswith("worker tuner0 sent nothing for"), d["trials"][-1]
+  assert d["lost_workers"] == [{"worker": "tuner0", "trial": d["trials"][-1]["trial"]}]
   assert d["stopped"].startswith("no worker sent anything for")
 
 
