@@ -15,8 +15,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from absl import logging
-
+from sqznet_tf import reporting
 from sqznet_tf._keras import keras_tuner
 
 kt = keras_tuner()
@@ -186,14 +185,14 @@ class WorkerWatch:
       try:
         reason = self.check()
       except Exception as e:  # pylint: disable=broad-except  (an error of keras-tuner's oracle: watch on)
-        logging.warning("the worker watch's check failed: %s", e)
+        reporting.progress(f"worker watch: a check failed ({e}); watching on")
         continue
       if reason:
         self.stopped = reason
         try:
           self._stop_server()
         except Exception as e:  # pylint: disable=broad-except  (gRPC's errors)
-          logging.warning("could not stop the search's server (%s): it waits for its workers", e)
+          reporting.progress(f"worker watch: could not stop the search's server ({e}); it waits for its workers")
         return
 
   def start(self) -> "WorkerWatch":
