@@ -139,12 +139,31 @@ class SqueezeNetHyperModel(kt.HyperModel):
 
 
 class _BudgetMixin:
-  """run_trial that rejects over-budget candidates before training them."""
+  """run_trial that rejects over-budget candidates before training them; in a distributed search,
+  the workers' heartbeats and the chief's `WorkerWatch` (sqznet_tf.search.watch)."""
 
-  def __init__(self, *args, budget: Optional[Budget] = None, **kwargs):
+  def __init__(self, *args, budget: Optional[Budget] = None, worker_timeout: float = 0.0, **kwargs):
     self.budget = budget or Budget()
     self.trials_run = 0  # by this process (a worker's share of a distributed search)
+    self.worker_timeout = worker_timeout
+    self.watch = None  # the chief's, once it has searched with a worker timeout
     super().__init__(*args, **kwargs)
+
+  def search(self, *args, **kwargs):
+    """keras-tuner's search; on the chief under a `WorkerWatch` (worker_timeout > 0); on a worker, the
+    chief's gRPC errors as one-line SqznetErrors."""
+    if is_chief() and self.worker_timeout:
+      self.watch = WorkerWatch(self.oracle, self.worker_timeout).start()
+    try:
+      return super().search(*args, **kwargs)
+    except Exception as e:  # pylint: disable=broad-except  (gRPC's errors reach a worker as they are)
+      line = chief_error(e) if is_worker() else None
+      if line:
+        raise SqznetError(line) from None
+      raise
+    finally:
+      if self.watch:
+        self.watch.close()
 
   def run_trial(self, trial, *args, **kwargs):
     self.trials_run += 1
@@ -168,7 +187,7 @@ def _tuner_class(name: str):
 
 def make_tuner(name: str, hypermodel: SqueezeNetHyperModel, directory: str, project_name: str = "search",
                max_trials: int = 10, max_epochs: int = 3, overwrite: bool = False, seed: int = 0,
-               budget: Optional[Budget] = None):
+               budget: Optional[Budget] = None, worker_timeout: float = 0.0):
   """A keras-tuner tuner of kind `name` (random, grid, hyperband, bayesian) with the budget check.
 
   Args:
@@ -178,12 +197,23 @@ def make_tuner(name: str, hypermodel: SqueezeNetHyperModel, directory: str, proj
       worker (KERASTUNER_TUNER_ID other than chief) never does: starting afresh deletes the project
       folder, and a worker that joined late would delete the trials and checkpoints the others wrote
       (a worker keeps no state of its own there; the chief starts afresh before it serves the oracle).
+    worker_timeout: on a distributed search's chief, the `WorkerWatch`'s timeout (0: none, keras-tuner's
+      wait for every worker); at least `watch.MIN_TIMEOUT_S` otherwise.
   """
+  if name == "grid" and not overwrite and os.path.exists(os.path.join(directory, project_name, "oracle.json")):
+    # keras-tuner's GridSearch keeps its queue of grid points in memory: resumed, it runs no new point
+    # alone, and a distributed chief's oracle fails on a worker's first request.
+    raise SqznetError(f"a grid search does not resume (--nooverwrite, {os.path.join(directory, project_name)}):"
+                      " keras-tuner keeps its grid in memory; rerun it from the start, or use --tuner=random")
   overwrite = overwrite and not is_worker()
+  if worker_timeout and worker_timeout < MIN_TIMEOUT_S:
+    raise SqznetError(f"--worker_timeout={worker_timeout:g} is not accepted; expected 0 (wait forever) or at "
+                      f"least {MIN_TIMEOUT_S:g} s (two of the workers' heartbeats)")
   cls = _tuner_class(name)
   objective = kt.Objective(OBJECTIVE, direction="max")
   common = dict(hypermodel=hypermodel, objective=objective, directory=directory, project_name=project_name,
-                overwrite=overwrite, seed=seed, budget=budget, max_consecutive_failed_trials=10 ** 6)
+                overwrite=overwrite, seed=seed, budget=budget, worker_timeout=worker_timeout,
+                max_consecutive_failed_trials=10 ** 6)
   if name == "hyperband":
     return cls(max_epochs=max_epochs, **common)
   tuner = cls(max_trials=max_trials, **common)
@@ -374,15 +404,6 @@ def run(cfg: SearchConfig, data_spec, log=lambda s: None) -> dict:
     bad = [n for n in space.searched if space.params[n].kind not in ("choice",) and space.params[n].step is None]
     if bad:
       raise SqznetError(f"grid search needs lists or stepped ranges; {', '.join(bad)} is a continuous range")
-  if cfg.tuner == "grid" and not cfg.overwrite and os.path.exists(
-      os.path.join(cfg.directory, cfg.project_name, "oracle.json")):
-    # keras-tuner's GridSearch keeps its queue of grid points in memory: resumed, it runs no new point
-    # alone, and a distributed chief's oracle fails (and keeps its lock) on a worker's first request.
-    raise SqznetError(f"a grid search does not resume (--nooverwrite, {os.path.join(cfg.directory, cfg.project_name)}):"
-                      " keras-tuner keeps its grid in memory; rerun it from the start, or use --tuner=random")
-  if cfg.worker_timeout and cfg.worker_timeout < MIN_TIMEOUT_S:
-    raise SqznetError(f"--worker_timeout={cfg.worker_timeout:g} is not accepted; expected 0 (wait forever) or at "
-                      f"least {MIN_TIMEOUT_S:g} s (two of the workers' heartbeats)")
   check_density(cfg.budget.density)
   check_bits(cfg.budget.bits, "size_bits")
   if is_chief():
@@ -393,7 +414,7 @@ def run(cfg: SearchConfig, data_spec, log=lambda s: None) -> dict:
   size = data_spec.image_size
   hypermodel = SqueezeNetHyperModel(space, cfg.model, (size, size, 3), data.num_classes, cfg.learning_rate)
   tuner = make_tuner(cfg.tuner, hypermodel, cfg.directory, cfg.project_name, cfg.max_trials, cfg.epochs,
-                     cfg.overwrite, cfg.seed, cfg.budget)
+                     cfg.overwrite, cfg.seed, cfg.budget, cfg.worker_timeout)
   project = os.path.join(cfg.directory, cfg.project_name)
   steps = cfg.steps_per_epoch or max(1, data.train_size // cfg.batch_size)
   logs = os.path.join(project, "logs")
@@ -403,17 +424,8 @@ def run(cfg: SearchConfig, data_spec, log=lambda s: None) -> dict:
     search_args["epochs"] = cfg.epochs
   log(f"{cfg.tuner} search over {', '.join(space.searched)} "
       f"({data.train_size} training / {data.val_size} validation images)")
-  watch = WorkerWatch(tuner.oracle, cfg.worker_timeout).start() if is_chief() and cfg.worker_timeout else None
-  try:
-    tuner.search(data.train.repeat(), **search_args)
-  except Exception as e:  # pylint: disable=broad-except  (gRPC's errors reach a worker as they are)
-    line = chief_error(e) if is_worker() else None
-    if line:
-      raise SqznetError(line) from None
-    raise
-  finally:
-    if watch:
-      watch.close()
+  tuner.search(data.train.repeat(), **search_args)
+  watch = tuner.watch
   if is_worker():  # the chief has the trials and writes the results
     return {"worker": os.environ.get("KERASTUNER_TUNER_ID"), "trials_run": tuner.trials_run}
   rows = trial_rows(tuner)
